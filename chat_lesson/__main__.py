@@ -1,0 +1,59 @@
+"""Command line: ``python -m chat_lesson serve|tap|bench ...`` (also ``chat-lesson ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+
+def serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the chat server (Ctrl-C stops it)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 for a classroom LAN (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default 8000)")
+    p.add_argument("--rate-limit", type=float, default=10, help="messages per second per client, 0 = off (default 10)")
+    p.add_argument("--burst", type=int, default=20, help="burst allowed above the rate (default 20)")
+    p.add_argument("--max-message", type=int, default=4096, help="longest chat text in bytes (default 4096)")
+    p.add_argument("--max-frame", type=int, default=8192, help="largest WebSocket message in bytes; larger closes 1009 (default 8192)")
+    p.add_argument("--max-buffer", type=int, default=256 * 1024, help="unsent bytes after which a client that stopped reading is closed (default 262144)")
+    p.add_argument("--ping-interval", type=float, default=20, help="seconds between pings, 0 = none (default 20)")
+    p.add_argument("--ping-timeout", type=float, default=20, help="seconds to wait for a pong (default 20)")
+    p.add_argument("--origin", action="append", default=[], metavar="URL", help="another Origin allowed to connect (repeatable)")
+    p.add_argument("--no-compression", action="store_true", help="do not negotiate permessage-deflate")
+    p.add_argument("--static", default=None, metavar="DIR", help="serve this folder instead of the course's static/")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every join, leave and refusal")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from .server import ChatServer
+
+    server = ChatServer(
+        args.host, args.port, origins=args.origin, rate_limit=args.rate_limit, burst=args.burst,
+        max_message=args.max_message, max_frame=args.max_frame, max_buffer=args.max_buffer,
+        ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout or None,
+        compression=None if args.no_compression else "deflate", static=args.static,
+    )
+    await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chat-lesson", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+    except OSError as exc:
+        print(f"chat-lesson: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

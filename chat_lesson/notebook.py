@@ -1,0 +1,122 @@
+"""Run asyncio code from a notebook cell.
+
+Two problems meet in a notebook:
+
+1. A server must keep running while the student runs other cells, some of
+   which block (``time.sleep``, a long computation).  So a server gets its
+   own event loop in a daemon thread: :class:`BackgroundLoop`.
+2. Jupyter's kernel already runs an asyncio loop, so ``asyncio.run(...)`` from
+   a cell fails with "cannot be called from a running event loop".
+   :func:`run` uses nest-asyncio to re-enter the kernel's loop for the
+   duration of one call, which lets a lesson call the same helper from a
+   cell and from a script.  (Inside a cell you may also simply ``await``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import html
+import socket
+import threading
+from typing import Any, Awaitable, Coroutine, TypeVar
+
+T = TypeVar("T")
+
+_script_loop: asyncio.AbstractEventLoop | None = None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion and return its result, from a cell or a script.
+
+    Inside Jupyter (a loop is already running in this thread) this is
+    nest-asyncio's job: it patches that loop so it can be re-entered, and we
+    drive it until ``coro`` is done.  Background tasks on the kernel's loop
+    (a client's keepalive, say) keep running between cells.  Elsewhere one
+    private loop is kept for the whole process, so connections opened by one
+    call are still alive in the next.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        import nest_asyncio
+
+        nest_asyncio.apply(loop)
+        return loop.run_until_complete(coro)
+    global _script_loop
+    if _script_loop is None or _script_loop.is_closed():
+        _script_loop = asyncio.new_event_loop()
+    return _script_loop.run_until_complete(coro)
+
+
+class BackgroundLoop:
+    """An asyncio event loop running in a daemon thread.
+
+    ``call(coro)`` runs a coroutine there and waits for its result from any
+    other thread; a cell that blocks does not block this loop.
+    """
+
+    def __init__(self, name: str = "chat-lesson-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        self.loop.close()
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop; returns a thread-safe future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+
+    def call(self, coro: Awaitable[T], timeout: float | None = 30) -> T:
+        """Run ``coro`` on the loop and wait (at most ``timeout`` s) for its result."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("BackgroundLoop.call() from its own thread would deadlock")
+        return self.submit(coro).result(timeout)
+
+    def stop(self) -> None:
+        """Stop the loop and wait for its thread to end."""
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+
+def in_notebook() -> bool:
+    """True when running inside a Jupyter kernel (where HTML output renders)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def show_link(url: str, label: str) -> None:
+    """Show ``url`` as a clickable link in Jupyter, or print it elsewhere."""
+    if in_notebook():
+        from IPython.display import HTML, display
+
+        u = html.escape(url, quote=True)
+        display(HTML(f'{html.escape(label)} <a href="{u}" target="_blank">{html.escape(url)}</a>'))
+    else:
+        print(f"{label} {url}", flush=True)
+
+
+def lan_address() -> str | None:
+    """This machine's address on the local network, or None.
+
+    Connecting a UDP socket sends nothing; it only asks the kernel which
+    interface would route to a private address, and reads that interface's IP.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
