@@ -281,6 +281,8 @@ class ChatServer:
         self.static = Path(static) if static else STATIC_DIR
         self.quiet = quiet
         self.commands: dict[str, Callable[[str, str], str | None]] = {}
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.stats = Stats()
         self._members: dict[ServerConnection, Member] = {}
         self._ids = itertools.count(1)
@@ -311,6 +313,14 @@ class ChatServer:
         ``error`` event.  Example: ``server.add_command("me", lambda user, args: f"* {user} {args}")``.
         """
         self.commands[name.lstrip("/")] = handler
+
+    def add_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``callback(event)`` for every event broadcast (message, join, leave, presence).
+
+        It runs on the server's loop (``server.loop``) and must not block; a
+        lesson uses it to feed the same events to an HTTP polling endpoint.
+        """
+        self.listeners.append(callback)
 
     def start(self) -> "ChatServer":
         """Start on a background loop; returns once the server is listening."""
@@ -349,6 +359,7 @@ class ChatServer:
 
     async def astart(self) -> "ChatServer":
         """Start listening on the running loop (for those who use the kernel's own loop)."""
+        self.loop = asyncio.get_running_loop()
         self._server = await serve(
             self._handle,
             self.host,
@@ -522,6 +533,8 @@ class ChatServer:
         if event["type"] == "message":
             legacy = json.dumps({**event, "email": "", "username": html.escape(event["username"]),
                                  "message": html.escape(event["message"])}, ensure_ascii=False)
+        for listener in self.listeners:
+            listener(event)
         for member in list(self._members.values()):
             if member.legacy:
                 if legacy is not None:

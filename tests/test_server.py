@@ -493,3 +493,33 @@ def test_sync_client_iterates_events(server):
         assert got == ["a", "b"]
         with pytest.raises(TimeoutError):
             client.recv(timeout=0.05)
+
+
+def test_listeners_see_every_broadcast_event(server):
+    seen = []
+    server.add_listener(seen.append)
+    with ChatClient(server, "ears") as client:
+        client.send("heard")
+        client.recv(type="message")
+    asyncio.run(until(lambda: [e["type"] for e in seen] == ["join", "presence", "message", "leave", "presence"]))
+
+
+def test_command_line_serve_and_ctrl_c():
+    """``python -m chat_lesson serve`` prints its link, serves the chat, and Ctrl-C stops it cleanly."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "chat_lesson", "serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("Chat running at http://127.0.0.1:"), line
+        url = line.split()[-1]
+        with ChatClient(url, "cli") as client:
+            assert client.recv(type="join")["username"] == "cli"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
