@@ -38,7 +38,9 @@ import json
 import logging
 import mimetypes
 import os
+import resource
 import socket
+import struct
 import time
 import urllib.parse
 from datetime import datetime, timezone
@@ -48,10 +50,12 @@ from typing import Any, Callable, ClassVar
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from . import handshake
+from .frames import Frame, Opcode, encode_frame
 from .handshake import Head, check_request
 from .notebook import BackgroundLoop, lan_address, show_link
 
@@ -91,6 +95,24 @@ def avatar_hash(email: str) -> str:
 def now_iso() -> str:
     """The current UTC time as ISO 8601 with milliseconds, e.g. 2026-11-26T04:41:34.123Z."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Raise this process's open-file limit towards ``wanted``, as far as the OS allows.
+
+    Every client is one open socket, and many systems start processes with a
+    soft limit of 1024.  The soft limit may be raised up to the hard limit
+    without privileges; returns the limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class ChatError(ValueError):
@@ -224,6 +246,29 @@ def static_file(root: Path, url_path: str) -> Path | None:
     return candidate
 
 
+def deflate_extension() -> list[ServerPerMessageDeflateFactory]:
+    """Accept permessage-deflate as browsers offer it, but never compress what we send.
+
+    Browsers then compress what they send (the tap shows RSV1 set and the
+    inflated text); our own events go out uncompressed, which the RFC allows
+    per message.  ``server_no_context_takeover`` means websockets keeps no
+    compressor per connection: it would never be used, and each costs memory.
+    Measured in docs/benchmarks.md: deflating a ~200-byte chat event saves
+    little and costs more CPU per client than sending it.
+    """
+    return [ServerPerMessageDeflateFactory(server_no_context_takeover=True, server_max_window_bits=12,
+                                           client_max_window_bits=12, compress_settings={"memLevel": 5})]
+
+
+def text_frame(text: str) -> bytes:
+    """A whole, unmasked, uncompressed text frame (what a server sends; RFC 6455 §5.1).
+
+    permessage-deflate lets each message choose (RFC 7692 §6: RSV1 marks the
+    compressed ones), and this server sends its small JSON events as they are.
+    """
+    return encode_frame(Frame(True, Opcode.TEXT, text.encode()))
+
+
 def as_head(request: Request) -> Head:
     """websockets' parsed request as our own ``handshake.Head`` (websockets only admits GET over HTTP/1.1)."""
     return Head(f"GET {request.path} HTTP/1.1", handshake.Headers(request.headers.raw_items()),
@@ -289,6 +334,7 @@ class ChatServer:
         self._server: Server | None = None
         self._thread: BackgroundLoop | None = None
         self._online: tuple[str, ...] = ()
+        self._pending: list[tuple[bytes, bytes | None]] = []   # (frame, legacy frame) per broadcast
 
     # -- the public face ----------------------------------------------------
 
@@ -360,13 +406,18 @@ class ChatServer:
     async def astart(self) -> "ChatServer":
         """Start listening on the running loop (for those who use the kernel's own loop)."""
         self.loop = asyncio.get_running_loop()
+        files = raise_fd_limit()
+        if files < 4096:
+            log.warning("this process may open only %d files, so at most about %d clients can connect; "
+                        "raise the hard limit (ulimit -Hn, or LimitNOFILE= for a service) for more", files, files - 50)
         self._server = await serve(
             self._handle,
             self.host,
             self.port,
             process_request=self._process_request,
             select_subprotocol=self._select_subprotocol,
-            compression=self.compression,
+            compression=None,
+            extensions=deflate_extension() if self.compression == "deflate" else None,
             max_size=self.max_frame,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
@@ -526,27 +577,53 @@ class ChatServer:
         """Send ``event`` to every client, encoding it once per audience.
 
         Legacy clients get only ``message`` events, HTML-escaped and with
-        ``email: ""``, in the Go original's shape.
+        ``email: ""``, in the Go original's shape.  The frames wait in
+        ``_pending`` until the end of this turn of the event loop (``_flush``).
         """
-        modern = json.dumps(event, ensure_ascii=False)
-        legacy = None
-        if event["type"] == "message":
-            legacy = json.dumps({**event, "email": "", "username": html.escape(event["username"]),
-                                 "message": html.escape(event["message"])}, ensure_ascii=False)
         for listener in self.listeners:
             listener(event)
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        legacy = None
+        if event["type"] == "message":
+            legacy = text_frame(json.dumps({**event, "email": "", "username": html.escape(event["username"]),
+                                            "message": html.escape(event["message"])}, ensure_ascii=False))
+        self._pending.append((text_frame(json.dumps(event, ensure_ascii=False)), legacy))
+
+    def _flush(self) -> None:
+        """Write everything broadcast during this loop turn: one write per client.
+
+        The fast path, in one place.  A server's frames are not masked, so a
+        broadcast is the same bytes for every client: each frame is built once
+        (``text_frame``), and the frames of one loop turn are joined and handed
+        to each client's transport in a single write, where
+        ``websockets.broadcast`` serializes every frame again for every
+        connection and makes one system call per frame.  What it buys is
+        measured in docs/benchmarks.md (python -m chat_lesson.bench fanout).
+        websockets still owns each connection's state, pings and close; we
+        only add whole data frames between its writes.
+        """
+        pending, self._pending = self._pending, []
+        if not pending:       # already flushed by _send
+            return
+        modern = b"".join(m for m, _ in pending)
+        legacy = [l for _, l in pending if l is not None]
+        legacy_data = b"".join(legacy)
         for member in list(self._members.values()):
             if member.legacy:
-                if legacy is not None:
-                    self._write(member, legacy)
+                if legacy:
+                    self._write(member, legacy_data, len(legacy))
             else:
-                self._write(member, modern)
+                self._write(member, modern, len(pending))
 
     def _send(self, member: Member, event: dict[str, Any]) -> None:
-        self._write(member, json.dumps(event, ensure_ascii=False))
+        """One event to one client, after whatever was broadcast before it."""
+        if self._pending:
+            self._flush()
+        self._write(member, text_frame(json.dumps(event, ensure_ascii=False)))
 
-    def _write(self, member: Member, text: str) -> None:
-        """Queue one text frame for one client without waiting for it.
+    def _write(self, member: Member, data: bytes, count: int = 1) -> None:
+        """Queue whole frames for one client without waiting for it.
 
         Like ``websockets.broadcast``, this never awaits: a client that stops
         reading cannot stall the others.  Its unsent bytes pile up in its
@@ -556,23 +633,29 @@ class ChatServer:
         connection = member.connection
         if connection.protocol.state is not State.OPEN:
             return
-        if connection.transport.get_write_buffer_size() > self.max_buffer:
+        transport = connection.transport
+        if transport.get_write_buffer_size() > self.max_buffer:
             self._drop_slow(member)
             return
-        connection.protocol.send_text(text.encode())
-        connection.send_data()
-        self.stats.deliveries += 1
+        self.stats.deliveries += count
+        transport.write(data)
 
     def _drop_slow(self, member: Member) -> None:
-        """Close a client that has stopped reading: 1008, then cut the TCP connection.
+        """Close a client that has stopped reading: 1008, then reset the TCP connection.
 
         The close frame waits behind the unread bytes, so a client that never
-        reads again will never see it; the transport is aborted at once so its
-        buffer is freed now rather than after ``close_timeout``.
+        reads again will never see it.  A plain close would leave the kernel
+        trying to deliver those bytes (and the FIN after them) into a closed
+        window for minutes; SO_LINGER with a zero time-out makes close() send
+        a reset (RST) and free the buffers now.
         """
         self.stats.closed_slow += 1
+        connection = member.connection
         log.warning("closing %s: %d bytes unread (limit %d)", member.username or "a client",
-                    member.connection.transport.get_write_buffer_size(), self.max_buffer)
-        member.connection.protocol.fail(1008, "too slow: stopped reading messages")
-        member.connection.send_data()
-        member.connection.transport.abort()
+                    connection.transport.get_write_buffer_size(), self.max_buffer)
+        connection.protocol.fail(1008, "too slow: stopped reading messages")
+        connection.send_data()
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.transport.abort()

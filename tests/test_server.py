@@ -311,25 +311,29 @@ def stuck_socket(server: ChatServer) -> socket.socket:
     return sock
 
 
-def exchange(server: ChatServer, n_clients: int, n_messages: int, size: int) -> list[list[str]]:
-    """n_clients take turns sending n_messages; returns what each received, in order."""
+def exchange(server: ChatServer, n_clients: int, n_messages: int, size: int, window: int = 10) -> list[list[str]]:
+    """n_clients take turns sending n_messages; returns what each received, in order.
+
+    Senders keep at most ``window`` messages ahead of the slowest healthy
+    reader, as a chat does: people type slower than messages arrive.
+    """
 
     async def scenario():
         clients = [await joined(server, f"c{i}") for i in range(n_clients)]
         for c in clients:   # wait until everyone has seen everyone join
             await c.await_for(lambda e: e["type"] == "presence" and len(e["online"]) >= n_clients)
+        received: list[list[str]] = [[] for _ in clients]
 
-        async def reader(c):
-            got = []
+        async def reader(c, got):
             while len(got) < n_messages:
                 got.append((await c.arecv(10, type="message"))["message"])
-            return got
 
-        readers = [asyncio.create_task(reader(c)) for c in clients]
+        readers = [asyncio.create_task(reader(c, got)) for c, got in zip(clients, received)]
         for i in range(n_messages):
+            await until(lambda: min(map(len, received)) >= i - window)
             await clients[i % n_clients].asend(f"{i:05d}" + "x" * size)
         async with asyncio.timeout(30):
-            received = await asyncio.gather(*readers)
+            await asyncio.gather(*readers)
         for c in clients:
             await c.aclose()
         return received

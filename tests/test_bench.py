@@ -1,0 +1,54 @@
+"""The benchmarks run on tiny sizes and print sane figures (a benchmark is not a test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def bench(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "chat_lesson.bench", *args, "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("server", ["ours", "baseline"])
+def test_fanout_counts_every_delivery(server):
+    f = bench("fanout", "--server", server, "--clients", "6", "--messages", "30")
+    assert f["deliveries"] == 6 * 30 and f["lost"] == 0
+    assert 0 < f["p50_ms"] <= f["p99_ms"] <= f["max_ms"] < 10_000
+    assert f["server_cpu_s"] >= 0 and f["server_us_per_delivery"] is not None
+    assert f["command"].startswith("python -m chat_lesson.bench fanout --server " + server)
+
+
+def test_fanout_with_compression_offered():
+    f = bench("fanout", "--clients", "4", "--messages", "20", "--compression", "--server", "baseline")
+    assert f["compression"] is True and f["lost"] == 0
+
+
+def test_paced_sends_at_the_rate():
+    f = bench("paced", "--clients", "4", "--rate", "50", "--seconds", "1")
+    assert f["messages"] == 50 and f["lost"] == 0
+    assert f["seconds"] >= 0.9          # 50 messages at 50/s cannot take less than ~1 s
+
+
+def test_idle_measures_memory_per_connection():
+    f = bench("idle", "--clients", "50")
+    assert f["server_rss_connected_mib"] >= f["server_rss_before_mib"] > 0
+    assert 0 < f["kib_per_connection"] < 1024
+
+
+def test_slow_closes_the_stuck_client():
+    f = bench("slow", "--clients", "4", "--rate", "400", "--seconds", "2", "--size", "1000", "--max-buffer", "16384")
+    assert f["lost_with_stuck"] == 0
+    assert len(f["stuck_closed_after_s"]) == 1 and 0 < f["stuck_closed_after_s"][0] < 2
+
+
+def test_churn_serves_everyone_and_leaks_no_file():
+    f = bench("churn", "--connections", "60", "--in-flight", "8")
+    assert f["served"] + f["reset"] == 60 and f["failed"] == 0
+    assert f["server_alive"] and f["server_fds_after"] == f["server_fds_before"]
