@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 ARGS   ?=
+# Jupyter refuses to run as root unless told; containers and CI often are root.
+AS_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: lab chat test
 
@@ -19,7 +21,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/ $(ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/00_index.ipynb $(AS_ROOT) $(ARGS)
 
 chat: $(STAMP)
 	$(BIN)/python -m chat_lesson serve --host $(HOST) --port $(PORT)
