@@ -37,16 +37,36 @@ async def serve(args: argparse.Namespace) -> None:
     await server.serve_forever()
 
 
+def tap_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tap", help="run the frame inspector: a proxy that prints every frame (Ctrl-C stops it)")
+    p.add_argument("--to", required=True, metavar="HOST:PORT", help="the server to forward to, e.g. 127.0.0.1:8000")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8001, help="TCP port to listen on, 0 for any free one (default 8001)")
+    p.add_argument("--delay", type=float, default=0, metavar="MS", help="added latency each way, in ms (default 0)")
+    p.add_argument("--limit", type=float, default=None, metavar="BYTES_PER_S", help="bandwidth cap per connection and direction")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:            # python -m chat_lesson bench ... is python -m chat_lesson.bench ...
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="chat-lesson", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser(sub)
+    tap_parser(sub)
+    sub.add_parser("bench", help="benchmarks: see python -m chat_lesson bench --help")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
             asyncio.run(serve(args))
+        elif args.command == "tap":
+            from .tap import run_cli
+
+            asyncio.run(run_cli(args.to, args.port, args.host, delay=args.delay, limit=args.limit))
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
     except OSError as exc:
