@@ -79,7 +79,7 @@ class ServerProcess:
 
     def __init__(self, kind: str, compression: bool, extra: list[str]) -> None:
         if kind == "ours":
-            cmd = [sys.executable, "-m", "chat_lesson", "serve", "--port", "0", "--rate-limit", "0", "--ping-interval", "0", *extra]
+            cmd = [sys.executable, "-m", "chat_lesson", "serve", "--port", "0", "--rate-limit", "0", *extra]
             if not compression:
                 cmd.append("--no-compression")
         else:
@@ -515,6 +515,79 @@ def bench_churn(args: argparse.Namespace, server: ServerProcess) -> dict[str, An
             "server_fds_before": fds_before, "server_fds_after": server.fds()}
 
 
+REPORT_RUNS = [
+    *[["fanout", "--server", srv, "--clients", str(n), "--messages", str(m), *comp]
+      for n, m in ((10, 5000), (100, 1000), (500, 400)) for comp in ([], ["--compression"]) for srv in ("ours", "baseline")],
+    ["paced", "--clients", "500", "--rate", "200", "--seconds", "5"],
+    ["idle", "--clients", "10000"],
+    ["idle", "--clients", "10000", "--compression"],
+    ["slow", "--clients", "100", "--rate", "200", "--seconds", "10"],
+    ["churn", "--connections", "1000", "--in-flight", "64"],
+]
+
+
+def machine() -> str:
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+    import websockets
+
+    return (f"{os.cpu_count()} cores ({model}), Linux {os.uname().release}, Python {sys.version.split()[0]}, "
+            f"websockets {websockets.__version__}")
+
+
+def report(out_dir: str) -> None:
+    """Run REPORT_RUNS, one process each, and write benchmarks.md and benchmarks.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for argv in REPORT_RUNS:
+        print("running:", command_line(argv), flush=True)
+        done = subprocess.run([sys.executable, "-m", "chat_lesson.bench", *argv, "--json"],
+                              capture_output=True, text=True, timeout=600)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    fan = [r for r in rows if r["bench"] == "fanout"]
+    lines = [
+        "# Benchmarks", "",
+        f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')} by `python -m chat_lesson.bench report`.",
+        "Absolute numbers are noisy (another process on the machine moves them by 10-30 %); compare the",
+        "ratios within one run. The clients run in two worker processes on the same two cores as the server.", "",
+        "## fanout: server CPU per delivered message", "",
+        "| clients | compression | ours µs/delivery | baseline µs/delivery | ours / baseline | ours p50 / p99 ms | baseline p50 / p99 ms | lost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    pairs = {}
+    for r in fan:
+        pairs.setdefault((r["clients"], r["compression"]), {})[r["server"]] = r
+    for (n, comp), p in pairs.items():
+        o, b = p["ours"], p["baseline"]
+        lines.append(f"| {n} | {'offered' if comp else 'off'} | {o['server_us_per_delivery']} | {b['server_us_per_delivery']} | "
+                     f"{o['server_us_per_delivery'] / b['server_us_per_delivery']:.2f} | {o['p50_ms']} / {o['p99_ms']} | "
+                     f"{b['p50_ms']} / {b['p99_ms']} | {o['lost']} / {b['lost']} |")
+    lines += ["", "Commands:", ""] + [f"    {r['command']}" for r in fan]
+    for r in rows:
+        if r["bench"] != "fanout":
+            lines += ["", f"## {r['bench']}", "", f"    {r['command']}", "", "| figure | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in r.items() if k not in ("bench", "command")]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [f"{n} clients\n{'deflate offered' if c else 'no compression'}" for n, c in pairs]
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], [p["ours"]["server_us_per_delivery"] for p in pairs.values()], 0.4, label="ChatServer")
+    ax.bar([x + 0.2 for x in xs], [p["baseline"]["server_us_per_delivery"] for p in pairs.values()], 0.4, label="websockets.broadcast relay")
+    ax.set_xticks(list(xs), labels, fontsize=7)
+    ax.set_ylabel("server CPU µs per delivery")
+    ax.set_title("fanout, 200-byte messages (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    fig.savefig(os.path.join(out_dir, "benchmarks.png"), dpi=120)
+    lines += ["", "![server CPU per delivery](benchmarks.png)", ""]
+    with open(os.path.join(out_dir, "benchmarks.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
 BENCHES = {"fanout": bench_fanout, "paced": bench_paced, "idle": bench_idle, "slow": bench_slow, "churn": bench_churn}
 
 
@@ -551,6 +624,8 @@ def parser() -> argparse.ArgumentParser:
     churn_p.add_argument("--connections", type=int, default=1000)
     churn_p.add_argument("--in-flight", type=int, default=64)
     churn_p.add_argument("--reset-every", type=int, default=10, help="every Nth connection resets mid-handshake")
+    rep = sub.add_parser("report", help="run the standard set and write docs/benchmarks.md (a few minutes)")
+    rep.add_argument("--out", default="docs")
     base = sub.add_parser("_baseline", help=argparse.SUPPRESS)
     base.add_argument("--port", type=int, default=0)
     base.add_argument("--no-compression", action="store_true")
@@ -577,8 +652,13 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         return 0
+    if args.bench == "report":
+        report(args.out)
+        return 0
     raise_fd_limit(65536)
     extra = ["--max-buffer", str(args.max_buffer)] if getattr(args, "max_buffer", None) else []
+    if args.bench != "idle":
+        extra += ["--ping-interval", "0"]    # the load clients skip frames they need not parse, pings included
     server = ExternalServer(args.url, args.pid) if args.url else ServerProcess(args.server, args.compression, extra)
     try:
         figures = {"bench": args.bench, "server": "url" if args.url else args.server, **BENCHES[args.bench](args, server)}
