@@ -120,3 +120,70 @@ def lan_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else address
+
+
+class CellService:
+    """Start and stop an asyncio server from a cell: the shared half of ChatServer, Tap, ...
+
+    A subclass writes ``astart()`` (listen on the running loop, set
+    ``self.port``, call ``self._claim_port()``) and ``astop()`` (close, call
+    ``self._release_port()``).  This class adds:
+
+    - ``start()`` / ``stop()``: the same on a :class:`BackgroundLoop` of its
+      own, so the service keeps running while other cells block;
+    - ``with`` and ``async with``;
+    - re-run cells: starting a service on a port that an earlier service of
+      this kernel still holds stops that one first, instead of failing with
+      "address already in use".
+    """
+
+    _by_port: dict[int, "CellService"] = {}   # shared by every kind of service in this process
+    port: int
+    _background: BackgroundLoop | None = None
+
+    async def astart(self) -> Any:
+        raise NotImplementedError
+
+    async def astop(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        """Start on a background loop; returns once listening."""
+        previous = CellService._by_port.get(self.port) if self.port else None
+        if previous is not None and previous is not self:
+            previous.stop()
+        if self._background is None:
+            self._background = BackgroundLoop(f"{type(self).__name__}-{self.port}")
+        try:
+            self._background.call(self.astart())
+        except BaseException:
+            self._background.stop()
+            self._background = None
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop and free the port."""
+        if self._background is not None:
+            self._background.call(self.astop())
+            self._background.stop()
+            self._background = None
+
+    def _claim_port(self) -> None:
+        CellService._by_port[self.port] = self
+
+    def _release_port(self) -> None:
+        if CellService._by_port.get(self.port) is self:
+            del CellService._by_port[self.port]
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Any:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()

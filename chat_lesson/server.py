@@ -45,7 +45,7 @@ import time
 import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -57,7 +57,7 @@ from websockets.protocol import State
 from . import handshake
 from .frames import Frame, Opcode, encode_frame
 from .handshake import Head, check_request
-from .notebook import BackgroundLoop, lan_address, show_link
+from .notebook import CellService, lan_address, show_link
 
 log = logging.getLogger("chat_lesson.server")
 
@@ -285,7 +285,7 @@ def http_response(status: int, body: bytes, content_type: str = "text/plain; cha
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
-class ChatServer:
+class ChatServer(CellService):
     """The chat, run from a notebook cell or a script.
 
     >>> server = ChatServer(port=0).start()    # doctest: +SKIP
@@ -299,7 +299,6 @@ class ChatServer:
     limit off.
     """
 
-    _running: ClassVar[dict[int, "ChatServer"]] = {}   # port -> server, for re-run cells
 
     def __init__(
         self,
@@ -336,7 +335,6 @@ class ChatServer:
         self._members: dict[ServerConnection, Member] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
-        self._thread: BackgroundLoop | None = None
         self._online: tuple[str, ...] = ()
         self._pending: list[tuple[bytes, bytes | None]] = []   # (frame, legacy frame) per broadcast
 
@@ -372,41 +370,6 @@ class ChatServer:
         """
         self.listeners.append(callback)
 
-    def start(self) -> "ChatServer":
-        """Start on a background loop; returns once the server is listening."""
-        previous = ChatServer._running.get(self.port) if self.port else None
-        if previous is not None and previous is not self:
-            log.info("replacing the earlier server on port %s", self.port)
-            previous.stop()
-        if self._thread is None:
-            self._thread = BackgroundLoop(f"chat-server-{self.port}")
-        try:
-            self._thread.call(self.astart())
-        except BaseException:
-            self._thread.stop()
-            self._thread = None
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Close every connection (1001, going away) and free the port."""
-        if self._thread is not None:
-            self._thread.call(self.astop())
-            self._thread.stop()
-            self._thread = None
-
-    def __enter__(self) -> "ChatServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> "ChatServer":
-        return await self.astart()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.astop()
-
     async def astart(self) -> "ChatServer":
         """Start listening on the running loop (for those who use the kernel's own loop)."""
         self.loop = asyncio.get_running_loop()
@@ -429,7 +392,7 @@ class ChatServer:
             logger=log,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        ChatServer._running[self.port] = self
+        self._claim_port()
         self._announce()
         return self
 
@@ -438,8 +401,7 @@ class ChatServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-            if ChatServer._running.get(self.port) is self:
-                del ChatServer._running[self.port]
+            self._release_port()
             log.info("chat server on port %s stopped", self.port)
 
     async def serve_forever(self) -> None:

@@ -80,7 +80,7 @@ from . import deflate
 from .frames import (Frame, FrameError, IncompleteFrame, Message, MessageAssembler, Opcode, decode_close, decode_frame,
                      length_form)
 from .handshake import Head, HandshakeError, parse_head, split_head
-from .notebook import BackgroundLoop, in_notebook, show_link
+from .notebook import CellService, in_notebook, show_link
 
 log = logging.getLogger("chat_lesson.tap")
 
@@ -977,7 +977,7 @@ def _opcodes(value: Any) -> set[Opcode] | None:
     return out
 
 
-class Tap:
+class Tap(CellService):
     """A TCP proxy that records, decodes and can disturb everything between a client and a server.
 
     >>> tap = Tap(server).start()         # doctest: +SKIP
@@ -990,7 +990,6 @@ class Tap:
     See the module's docstring for what is recorded and how faults behave.
     """
 
-    _running: dict[int, "Tap"] = {}     # port -> tap, so a re-run cell replaces its earlier tap
 
     def __init__(self, target: Any = ("127.0.0.1", 8000), port: int = 0, host: str = "127.0.0.1", *,
                  quiet: bool = False, max_records: int = 100_000, max_payload: int | None = 64 * 1024,
@@ -1011,7 +1010,6 @@ class Tap:
         self._t0, self._started = time.monotonic(), False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
-        self._thread: BackgroundLoop | None = None
         self._handlers: set[asyncio.Task] = set()
 
     # -- the public face -----------------------------------------------------------------
@@ -1042,40 +1040,6 @@ class Tap:
         host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
         return host, int(t.port)
 
-    def start(self) -> "Tap":
-        """Start on a background loop; returns once listening."""
-        previous = Tap._running.get(self.port) if self.port else None
-        if previous is not None and previous is not self:
-            previous.stop()
-        if self._thread is None:
-            self._thread = BackgroundLoop(f"tap-{self.port}")
-        try:
-            self._thread.call(self.astart())
-        except BaseException:
-            self._thread.stop()
-            self._thread = None
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Close every connection through the tap and free its port."""
-        if self._thread is not None:
-            self._thread.call(self.astop())
-            self._thread.stop()
-            self._thread = None
-
-    def __enter__(self) -> "Tap":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> "Tap":
-        return await self.astart()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.astop()
-
     async def astart(self) -> "Tap":
         """Start listening on the running loop."""
         self._loop = asyncio.get_running_loop()
@@ -1084,7 +1048,7 @@ class Tap:
             self._t0, self._started = time.monotonic(), True     # t = 0: the first start
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        Tap._running[self.port] = self
+        self._claim_port()
         host, port = self.target_address
         self._event("start", detail=f"listening on {self.host}:{self.port}, forwarding to {host}:{port}")
         if not self.quiet:
@@ -1101,8 +1065,7 @@ class Tap:
             await asyncio.wait(self._handlers, timeout=5)
         await self._server.wait_closed()
         self._server = None
-        if Tap._running.get(self.port) is self:
-            del Tap._running[self.port]
+        self._release_port()
         self._event("stop", detail="tap stopped")
 
     async def serve_forever(self) -> None:
