@@ -248,9 +248,9 @@ def check_response(
     if head.status != 101:
         raise HandshakeError(f"server answered {head.status} {head.reason}, not 101 Switching Protocols")
     if h.tokens("Upgrade") != ["websocket"]:
-        raise HandshakeError(f"Upgrade header is {h.get('Upgrade')!r}, expected 'websocket'")
+        raise HandshakeError(f"{_shown(h, 'Upgrade')}, expected 'websocket'")
     if "upgrade" not in h.tokens("Connection"):
-        raise HandshakeError(f"Connection header is {h.get('Connection')!r}, expected 'Upgrade'")
+        raise HandshakeError(f"{_shown(h, 'Connection')}, expected 'Upgrade'")
     if h.get_all("Sec-WebSocket-Accept") != [accept_key(key)]:
         raise HandshakeError(
             f"Sec-WebSocket-Accept is {h.get('Sec-WebSocket-Accept')!r}, expected {accept_key(key)!r}"
@@ -292,6 +292,12 @@ class Answer:
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required"}
+
+
+def _shown(headers: Headers, name: str) -> str:
+    """A header's value quoted for an error message, or "no NAME header"."""
+    value = headers.get(name)
+    return f"{name} header is {value!r}" if value is not None else f"there is no {name} header"
 
 
 def _refuse(status: int, why: str, *headers: tuple[str, str]) -> Answer:
@@ -339,12 +345,12 @@ def check_request(
     if len(h.get_all("Host")) != 1:
         return _refuse(400, "The request must carry exactly one Host header")
     if "websocket" not in h.tokens("Upgrade"):
-        return _refuse(400, f"Upgrade header is {h.get('Upgrade')!r}; it must contain 'websocket'")
+        return _refuse(400, f"{_shown(h, 'Upgrade')}; it must contain 'websocket'")
     if "upgrade" not in h.tokens("Connection"):
-        return _refuse(400, f"Connection header is {h.get('Connection')!r}; it must contain 'Upgrade'")
+        return _refuse(400, f"{_shown(h, 'Connection')}; it must contain 'Upgrade'")
     keys = h.get_all("Sec-WebSocket-Key")
     if len(keys) != 1 or not _key_is_valid(keys[0]):
-        return _refuse(400, f"Sec-WebSocket-Key {h.get('Sec-WebSocket-Key')!r} is not base64 of 16 bytes")
+        return _refuse(400, f"{_shown(h, 'Sec-WebSocket-Key')}; it must be base64 of exactly 16 bytes")
     if "Sec-WebSocket-Version" not in h:
         return _refuse(400, "The request has no Sec-WebSocket-Version header")
     if h.get("Sec-WebSocket-Version") != "13":

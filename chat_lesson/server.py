@@ -370,6 +370,11 @@ class ChatServer(CellService):
         """
         self.listeners.append(callback)
 
+    def remove_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Stop calling ``callback``; a no-op if it was not listening."""
+        if callback in self.listeners:
+            self.listeners.remove(callback)
+
     async def astart(self) -> "ChatServer":
         """Start listening on the running loop (for those who use the kernel's own loop)."""
         self.loop = asyncio.get_running_loop()
