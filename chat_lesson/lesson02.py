@@ -18,7 +18,7 @@ from typing import Any
 
 from . import frames
 from .frames import Frame, Opcode
-from .handshake import Head, check_response, parse_head, split_head
+from .handshake import Head, parse_head, split_head
 from .lesson01 import Table
 from .notebook import BackgroundLoop
 
