@@ -117,13 +117,6 @@ class NaiveServer(CellService):
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
 
     # -- the original, line by line -------------------------------------------
 

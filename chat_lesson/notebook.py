@@ -138,8 +138,26 @@ class CellService:
     """
 
     _by_port: dict[int, "CellService"] = {}   # shared by every kind of service in this process
+    host: str
     port: int
     _background: BackgroundLoop | None = None
+
+    @property
+    def url(self) -> str:
+        """The page to open in a browser (on this machine: 0.0.0.0 is shown as 127.0.0.1)."""
+        return f"http://{self._display_host()}:{self.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        """Where the WebSocket is: the same host and port, path /ws."""
+        return f"ws://{self._display_host()}:{self.port}/ws"
+
+    def _display_host(self) -> str:
+        if self.host in ("0.0.0.0", ""):
+            return "127.0.0.1"
+        if self.host == "::":
+            return "[::1]"
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     async def astart(self) -> Any:
         raise NotImplementedError

@@ -341,14 +341,6 @@ class ChatServer(CellService):
     # -- the public face ----------------------------------------------------
 
     @property
-    def url(self) -> str:
-        return f"http://{self._display_host()}:{self.port}/"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self._display_host()}:{self.port}/ws"
-
-    @property
     def clients(self) -> list[str]:
         """The names of everyone who has joined and is online now."""
         return list(self._online)
@@ -417,13 +409,6 @@ class ChatServer(CellService):
     def __repr__(self) -> str:
         state = "running" if self._server is not None else "stopped"
         return f"<ChatServer {self.url} {state}, {len(self._online)} online>"
-
-    def _display_host(self) -> str:
-        if self.host in ("0.0.0.0", "", None):
-            return "127.0.0.1"
-        if self.host == "::":
-            return "[::1]"
-        return f"[{self.host}]" if ":" in self.host else self.host
 
     def _announce(self) -> None:
         log.info("chat server listening on %s", self.url)

@@ -1015,15 +1015,6 @@ class Tap(CellService):
     # -- the public face -----------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        """The page, through the tap: open this in the browser."""
-        return f"http://{self._display_host()}:{self.port}/"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self._display_host()}:{self.port}/ws"
-
-    @property
     def running(self) -> bool:
         return self._server is not None
 
@@ -1351,13 +1342,6 @@ class Tap(CellService):
         open_now = sum(1 for c in list(self._conns.values()) if c.closed is None)
         return f"{self._last['frame']} frames, {open_now} open connection(s)" + (
             f", faults: {', '.join(faults)}" if faults else "")
-
-    def _display_host(self) -> str:
-        if self.host in ("0.0.0.0", ""):
-            return "127.0.0.1"
-        if self.host == "::":
-            return "[::1]"
-        return f"[{self.host}]" if ":" in self.host else self.host
 
     def _in_loop(self) -> bool:
         try:
