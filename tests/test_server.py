@@ -527,3 +527,38 @@ def test_command_line_serve_and_ctrl_c():
         assert "Traceback" not in proc.stderr.read()
     finally:
         proc.kill()
+
+
+def test_invalid_utf8_closes_1007_and_the_room_goes_on(server):
+    """The Go original relays invalid UTF-8 to everyone; RFC 6455 §8.1 says fail the connection (1007)."""
+    from chat_lesson.frames import Frame, Opcode, encode_frame
+
+    async def scenario():
+        calm = await joined(server, "calm")
+        sock = stuck_socket(server)
+        sock.sendall(encode_frame(Frame(True, Opcode.TEXT, b'{"username": "x", "message": "\xff\xfe"}'), b"abcd"))
+        sock.settimeout(5)
+        data = b""
+        while b"\x88" not in data:                 # read until the server's close frame arrives
+            chunk = sock.recv(4096)
+            assert chunk, "connection closed without a close frame"
+            data += chunk
+        close = data[data.index(b"\x88"):]
+        assert int.from_bytes(close[2:4], "big") == 1007
+        sock.close()
+        await calm.asend("unharmed")
+        assert (await calm.arecv(type="message"))["message"] == "unharmed"
+        await calm.aclose()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("junk", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,   # a TLS hello
+                                  b"HELLO\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"X: " + b"y" * 70000 + b"\r\n\r\n"])
+def test_junk_instead_of_http_is_refused_and_the_server_lives_on(server, junk):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(junk)                           # a TLS hello never ends its "line": the server
+                                                     # waits for the rest until open_timeout (10 s)
+    client = ChatClient(server, "after-junk").connect()
+    assert client.recv(type="join")["username"] == "after-junk"
+    client.close()
