@@ -301,9 +301,16 @@ def _shown(headers: Headers, name: str) -> str:
 
 
 def _refuse(status: int, why: str, *headers: tuple[str, str]) -> Answer:
+    """A refusal with a plain-text reason; the connection closes after it.
+
+    A 426 must name the protocol to upgrade to (RFC 9110 §15.5.22), and a
+    message with an Upgrade field must list "upgrade" in Connection (§7.8).
+    """
     body = (why + "\n").encode()
-    extra = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), ("Connection", "close")]
-    return Answer(status, _REASONS[status], [*headers, *extra], body)
+    connection = "Upgrade, close" if status == 426 else "close"
+    upgrade = [("Upgrade", "websocket")] if status == 426 else []
+    extra = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), ("Connection", connection)]
+    return Answer(status, _REASONS[status], [*headers, *upgrade, *extra], body)
 
 
 def _key_is_valid(key: str) -> bool:

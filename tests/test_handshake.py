@@ -240,6 +240,8 @@ def test_bad_requests_get_400(wire, message):
 def test_other_versions_get_426_with_our_version(version):
     answer = refusal(without("Sec-WebSocket-Version", f"Sec-WebSocket-Version: {version}"), 426, "speaks 13")
     assert ("Sec-WebSocket-Version", "13") in answer.headers and answer.reason == "Upgrade Required"
+    # RFC 9110 §15.5.22 and §7.8: a 426 names the protocol, and Connection lists "upgrade"
+    assert ("Upgrade", "websocket") in answer.headers and ("Connection", "Upgrade, close") in answer.headers
 
 
 def test_refused_origin_gets_403():
