@@ -256,7 +256,7 @@ def _short_poll_delay(answer: Any) -> str:
                f"delay({interval}) gives a p95 of {p95:g} ms; 95% of the waits are shorter than it",
                "The wait is uniform between 0 and the interval; what fraction of the interval leaves 5% above it?")
     return ("median = interval / 2, p95 = 0.95 × interval (plus the network's own delay): "
-            "compare with what the measurement measured")
+            "compare with the measured values printed below")
 
 
 def _frame_cases() -> dict[str, tuple[int, bool]]:
@@ -285,7 +285,7 @@ def _frame_header_bytes(answer: Any) -> str:
             why.append("a client masks: +4 bytes of key" if masked else "a server does not mask")
             wrong.append(f"{name!r}: not {answer[name]!r} ({'; '.join(why)})")
     expect(not wrong, "\n".join(wrong))
-    return "a frame header is 2 to 14 bytes; an HTTP head is hundreds"
+    return "a frame header is 2 to 14 bytes; every HTTP exchange carries a request head and a response head"
 
 
 # The article's closing table (总结), rows in its own order and words, translated.

@@ -20,7 +20,7 @@ with the course's own pure code (``handshake``, ``frames``), so nothing is
 hidden in a library.  After the messages, ``idle`` seconds with nothing to
 say show what each way spends on nothing.
 
->>> m = measure(chat, poll)            # doctest: +SKIP  (about 11 s)
+>>> m = measure(chat, poll)            # doctest: +SKIP  (about 10 s)
 >>> m                                  # doctest: +SKIP  (a table)
 >>> plot_bytes(m); plot_latency(m); plot_idle(m)   # doctest: +SKIP
 """

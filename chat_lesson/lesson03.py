@@ -638,7 +638,7 @@ def _ping_mistake(got: bytes, payload: bytes, key: bytes) -> str:
     if got[0] & 0x70:
         return f"byte 0 is {got[0]:08b}: RSV1-3 must be 0"
     if not got[1] & 0x80:
-        return f"byte 1 is {got[1]:08b}: MASK must be 1, a client masks every frame (§5.3)"
+        return f"byte 1 is {got[1]:08b}: MASK must be 1, a client masks every frame (§5.1)"
     if got[1] & 0x7F != len(payload):
         return f"byte 1 says length {got[1] & 0x7F}, but the payload has {len(payload)} bytes"
     if got[2:6] != key:
