@@ -479,8 +479,7 @@ class ChatServer(CellService):
                 try:
                     self._on_frame(member, raw)
                 except ChatError as exc:
-                    self.stats.errors += 1
-                    self._send(member, {"type": "error", "code": exc.code, "detail": str(exc)})
+                    self._refuse(member, exc)
         except ConnectionClosed:
             pass
         finally:
@@ -491,6 +490,18 @@ class ChatServer(CellService):
                 self._broadcast({"type": "leave", "time": now_iso(),
                                  "username": member.username, "avatar": member.avatar})
                 self._broadcast(self._presence_event())
+
+    def _refuse(self, member: Member, error: ChatError) -> None:
+        """Tell a client what was wrong with its frame: an ``error`` event, to it only.
+
+        A legacy client (the Go original's page) gets nothing: it would render
+        the event as a chat message.  The log says what it sent wrong.
+        """
+        self.stats.errors += 1
+        if member.legacy:
+            log.info("legacy client %s: %s", member.username or "(unnamed)", error)
+            return
+        self._send(member, {"type": "error", "code": error.code, "detail": str(error)})
 
     def _on_frame(self, member: Member, raw: str | bytes) -> None:
         if member.bucket is not None and not member.bucket.take():
@@ -604,11 +615,12 @@ class ChatServer(CellService):
     def _drop_slow(self, member: Member) -> None:
         """Close a client that has stopped reading: 1008, then reset the TCP connection.
 
-        The close frame waits behind the unread bytes, so a client that never
-        reads again will never see it.  A plain close would leave the kernel
-        trying to deliver those bytes (and the FIN after them) into a closed
-        window for minutes; SO_LINGER with a zero time-out makes close() send
-        a reset (RST) and free the buffers now.
+        A client that reads nothing could never receive a close frame: it would
+        wait behind the unread bytes.  websockets is told the connection failed
+        with 1008 (so its state and logs say why), and the TCP connection is
+        reset: SO_LINGER with a zero time-out makes close() send an RST and free
+        the kernel's buffers now, instead of retrying into a closed window for
+        minutes.  The browser, when it wakes, sees 1006 and reconnects.
         """
         self.stats.closed_slow += 1
         connection = member.connection

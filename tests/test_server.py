@@ -562,3 +562,17 @@ def test_junk_instead_of_http_is_refused_and_the_server_lives_on(server, junk):
     client = ChatClient(server, "after-junk").connect()
     assert client.recv(type="join")["username"] == "after-junk"
     client.close()
+
+
+def test_legacy_clients_get_no_error_events(server):
+    """The Go original's page would show an error event as a message from 'undefined'."""
+
+    async def scenario():
+        async with connect(server.ws_url) as legacy:
+            await legacy.send("{broken")
+            await legacy.send(json.dumps({"username": "gopher", "message": "fine"}))
+            event = json.loads(await asyncio.wait_for(legacy.recv(), 5))
+            assert event["type"] == "message" and event["message"] == "fine"
+        assert server.stats.errors == 1
+
+    asyncio.run(scenario())
