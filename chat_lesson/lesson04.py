@@ -386,7 +386,8 @@ IDLE_TIMEOUTS = [
     {"what": "Linux conntrack (a Linux box doing NAT)", "idle time-out": "5 days",
      "note": "nf_conntrack_tcp_timeout_established = 432000 s by default"},
 ]
-"""Typical documented defaults, cited, not measured here.  A silent NAT or proxy drops its state without telling
+"""Typical documented defaults, cited, not measured here.  A proxy closes both of its TCP connections when the
+time-out runs out (no WebSocket close frame: a browser reports 1006); a NAT drops its mapping without telling
 either end: the next packet finds no mapping, and the peers learn only when they next send something."""
 
 

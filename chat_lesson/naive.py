@@ -29,6 +29,15 @@ clients: iterating the live set across an ``await`` would raise "Set changed
 size during iteration" when someone joins mid-broadcast, the asyncio cousin of
 Go's crash; lesson 06 shows that separately.
 
+Where it is not the original: running on ``websockets`` rather than gorilla,
+a text frame that is not valid UTF-8 is refused with 1007 (the original passes
+it on, one more of its faults, not shown in lesson 06); a client dropped for bad
+JSON gets a closing handshake (Go's ``defer ws.Close()`` just closes the TCP
+connection); and the JSON sent out is ``json.dumps``' spelling of the same
+object (Go's encoder writes ``<`` as ``\\u003c`` and adds a newline; the
+browser's ``JSON.parse`` gets the same strings).  The unbuffered ``broadcast``
+channel becomes a queue with room for one message, asyncio's nearest match.
+
 It is reachable only from lesson 06's code: not exported from ``chat_lesson``,
 not behind ``python -m chat_lesson serve``.
 

@@ -250,12 +250,14 @@ def crashing_me(username, args):
     ("05.deliveries", {"message": 4, "join": 13}, "sender gets its own message"),
     ("05.deliveries", {"message": 5, "join": 7}, "presence to the newcomer"),
     ("05.deliveries", {"message": "five", "join": 13}, "number of frames"),
+    ("05.deliveries", {"message": 5.5, "join": 13}, "sender gets its own message"),
     ("06.find_the_flaw", {"A": "race", "B": "html", "C": "email", "D": "fatal"}, "3 of 4"),
     ("06.find_the_flaw", {"A": "stall", "B": "html", "C": "email", "D": "oops"}, "choose"),
     ("06.max_buffer", 30_000 * 30, "all 30 clients"),
     ("06.max_buffer", 6_000, "one second"),
     ("06.max_buffer", 10_000, "too small"),
     ("06.max_buffer", 200_000, "smallest"),
+    ("06.max_buffer", 45_000, "smallest"),
     ("06.max_buffer", "lots", "number of bytes"),
 ])
 def test_wrong_answers_fail_with_a_hint(exercise_id, answer, fragment):
