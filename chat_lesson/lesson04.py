@@ -28,22 +28,9 @@ from .exercises import Wrong, exercise, expect
 from .frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame
 from .handshake import build_request, check_response, make_key, split_head
 from .lesson01 import Table
-from .notebook import BackgroundLoop
+from .notebook import BackgroundLoop, wait_until
 
 SUBPROTOCOL = "chat-lesson.v1"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "a condition",
-               step: float = 0.01) -> Any:
-    """Poll ``condition()`` until it returns something true, and return that; TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout:g} s")
-        time.sleep(step)
 
 
 # -- Ping and pong by hand ---------------------------------------------------------------------

@@ -19,7 +19,8 @@ import concurrent.futures
 import html
 import socket
 import threading
-from typing import Any, Awaitable, Coroutine, TypeVar
+import time
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
 T = TypeVar("T")
 
@@ -49,6 +50,22 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if _script_loop is None or _script_loop.is_closed():
         _script_loop = asyncio.new_event_loop()
     return _script_loop.run_until_complete(coro)
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 5.0, what: str = "a condition", step: float = 0.01) -> T:
+    """Check ``condition()`` every ``step`` s until it returns something true, and return that.
+
+    Raises ``TimeoutError`` after ``timeout`` s: waiting for a condition, never
+    for a guessed time, is what keeps a demo (or a test) both quick and sure.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout:g} s")
+        time.sleep(step)
 
 
 class BackgroundLoop:

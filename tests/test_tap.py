@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from chat_lesson import ChatClient, ChatServer, deflate
+from chat_lesson.notebook import wait_until
 from chat_lesson.frames import (Frame, IncompleteFrame, Message, MessageAssembler, Opcode, apply_mask, decode_frame,
                                 encode_close, encode_frame, header_size)
 from chat_lesson.handshake import build_request, check_request, check_response, make_key, parse_head, split_head
@@ -41,18 +42,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def wait_until(condition, timeout: float = 5.0, what: str = "a condition"):
-    """Poll ``condition()`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 async def until(condition, timeout: float = 5.0, what: str = "a condition"):
