@@ -576,3 +576,19 @@ def test_legacy_clients_get_no_error_events(server):
         assert server.stats.errors == 1
 
     asyncio.run(scenario())
+
+
+def test_classroom_mode_shows_the_lan_link(capsys):
+    """host="0.0.0.0" listens on every interface and prints the address to hand out."""
+    from chat_lesson.notebook import lan_address
+
+    with ChatServer(host="0.0.0.0", port=0) as server:
+        shown = capsys.readouterr().out
+        assert f"Chat running at http://127.0.0.1:{server.port}/" in shown
+        lan = lan_address()
+        if lan:
+            assert f"Classroom mode: students open http://{lan}:{server.port}/" in shown
+        else:
+            assert "Classroom mode: no LAN address found" in shown
+        with ChatClient(server, "local") as client:          # reached over loopback only
+            assert client.recv(type="join")["username"] == "local"
