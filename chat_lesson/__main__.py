@@ -19,6 +19,7 @@ def serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-buffer", type=int, default=256 * 1024, help="unsent bytes after which a client that stopped reading is closed (default 262144)")
     p.add_argument("--ping-interval", type=float, default=20, help="seconds between pings, 0 = none (default 20)")
     p.add_argument("--ping-timeout", type=float, default=20, help="seconds to wait for a pong (default 20)")
+    p.add_argument("--history", type=int, default=50, help="recent messages shown to a newcomer, 0 = none (default 50)")
     p.add_argument("--origin", action="append", default=[], metavar="URL", help="another Origin allowed to connect (repeatable)")
     p.add_argument("--no-compression", action="store_true", help="do not negotiate permessage-deflate")
     p.add_argument("--static", default=None, metavar="DIR", help="serve this folder instead of the course's static/")
@@ -32,7 +33,7 @@ async def serve(args: argparse.Namespace) -> None:
         args.host, args.port, origins=args.origin, rate_limit=args.rate_limit, burst=args.burst,
         max_message=args.max_message, max_frame=args.max_frame, max_buffer=args.max_buffer,
         ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout or None,
-        compression=None if args.no_compression else "deflate", static=args.static,
+        compression=None if args.no_compression else "deflate", static=args.static, history=args.history,
     )
     await server.serve_forever()
 

@@ -78,7 +78,8 @@ class ServerProcess:
 
     def __init__(self, kind: str, compression: bool, extra: list[str]) -> None:
         if kind == "ours":
-            cmd = [sys.executable, "-m", "chat_lesson", "serve", "--port", "0", "--rate-limit", "0", *extra]
+            # No history: a newcomer's history event would carry old send stamps.
+            cmd = [sys.executable, "-m", "chat_lesson", "serve", "--port", "0", "--rate-limit", "0", "--history", "0", *extra]
             if not compression:
                 cmd.append("--no-compression")
         else:

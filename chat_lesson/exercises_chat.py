@@ -113,7 +113,8 @@ async def _count_deliveries() -> dict[str, int]:
 
 
 @exercise("05.deliveries", hint="A message goes to everyone, the sender included. For a join, read ChatServer._handle "
-          "(what does a new connection get before it has joined?) and _join (which events does it broadcast?).")
+          "(what does a new connection get before it has joined, when something was already said?) and "
+          "_join (which events does it broadcast?).")
 def _deliveries(answer: Any) -> str:
     """Predict how many frames (server.stats.deliveries) the server writes in two moments of a chat."""
     answer = _need_dict(answer, list(DELIVERY_CASES))
@@ -128,8 +129,9 @@ def _deliveries(answer: Any) -> str:
             wrong.append(case)
     hints = {
         "message": "the sender gets its own message back too: that is how it knows the server took it",
-        "join": "1 presence to the newcomer as it connects, then _join broadcasts two events (join, presence) "
-                "to everyone now in the room, the newcomer included",
+        "join": "as it connects the newcomer gets a presence and, since something was said before, a history "
+                "(2); then _join broadcasts two events (join, presence) to everyone now in the room, the "
+                "newcomer included",
     }
     expect(not wrong, "measured on a real server, not right yet: " + ", ".join(f"{c} (you said {answer[c]})" for c in wrong),
            " · ".join(hints[c] for c in wrong))

@@ -28,6 +28,7 @@ subprotocol ``chat-lesson.v1`` gets every event type; one that offers none
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -315,6 +316,7 @@ class ChatServer(CellService):
         ping_timeout: float | None = 20,
         close_timeout: float = 3,
         compression: str | None = "deflate",
+        history: int = 50,
         static: str | os.PathLike[str] | None = None,
         quiet: bool = False,
     ) -> None:
@@ -326,6 +328,7 @@ class ChatServer(CellService):
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.close_timeout = close_timeout
         self.compression = compression
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         self.static = Path(static) if static else STATIC_DIR
         self.quiet = quiet
         self.commands: dict[str, Callable[[str, str], str | None]] = {}
@@ -474,6 +477,9 @@ class ChatServer(CellService):
         self.stats.connections_total += 1
         if not member.legacy:
             self._send(member, self._presence_event())
+            if self.history:
+                # What was said before this student arrived (the Go original shows nothing).
+                self._send(member, {"type": "history", "messages": list(self.history)})
         try:
             async for raw in connection:
                 try:
@@ -520,8 +526,10 @@ class ChatServer(CellService):
             if text is None:
                 return
         self.stats.messages += 1
-        self._broadcast({"type": "message", "id": next(self._ids), "time": now_iso(),
-                         "username": member.username, "avatar": member.avatar, "message": text})
+        event = {"type": "message", "id": next(self._ids), "time": now_iso(),
+                 "username": member.username, "avatar": member.avatar, "message": text}
+        self.history.append(event)
+        self._broadcast(event)
 
     def _join(self, member: Member, username: str, email: str) -> None:
         """Name a connection; announce it when the name is new for it."""

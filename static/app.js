@@ -19,7 +19,7 @@
  * Wire protocol (see DESIGN.md):
  *   us -> server  {"type": "join", "username": ..., "email": ...}     once per connection
  *                 {"username": ..., "email": ..., "message": ...}     one per chat message
- *   server -> us  {"type": "message" | "join" | "leave" | "presence" | "error", ...}
+ *   server -> us  {"type": "message" | "join" | "leave" | "presence" | "history" | "error", ...}
  */
 (function () {
   "use strict";
@@ -337,7 +337,16 @@
     return t;
   }
 
-  function showMessage(ev) {
+  // After a reconnect the history repeats messages we already show.
+  function alreadyShown(ev) {
+    var at = String(parseTime(ev.time).getTime());
+    return Array.prototype.some.call(list.querySelectorAll("li.msg"), function (li) {
+      return li.dataset.id === String(ev.id) && li.dataset.at === at;
+    });
+  }
+
+  function showMessage(ev, options) {
+    var earlier = Boolean(options && options.earlier);
     var name = String(ev.username == null ? "?" : ev.username);
     var text = String(ev.message == null ? "" : ev.message);
     if (!text) return;                               // nothing to show
@@ -372,8 +381,9 @@
     item.appendChild(side);
     item.appendChild(body);
 
-    append(item, { force: mine, counts: true });
-    if (!mine && document.hidden) { unreadTitle += 1; updateTitle(); }
+    if (earlier) item.classList.add("earlier");
+    append(item, { force: mine || earlier, counts: !earlier });
+    if (!mine && !earlier && document.hidden) { unreadTitle += 1; updateTitle(); }
   }
 
   function showSystem(text, kind, iso) {
@@ -665,6 +675,11 @@
         break;
       case "presence":
         if (Array.isArray(ev.online)) showPresence(ev.online);
+        break;
+      case "history":                            // what was said before we (re)connected
+        if (Array.isArray(ev.messages)) ev.messages.forEach(function (m) {
+          if (!alreadyShown(m)) showMessage(m, { earlier: true });
+        });
         break;
       case "error":
         showError(ev);

@@ -507,3 +507,20 @@ def test_too_big_frame_closes_1009_then_reconnects(open_student: OpenStudent, se
     expect(bob.page.locator("#messages .sys").filter(has_text="alice left")).to_have_count(1)
     for student in (alice, bob):
         student.assert_clean()
+
+
+@pytest.mark.browser
+def test_latecomer_sees_what_was_said_once(open_student: OpenStudent) -> None:
+    alice = open_student("alice")
+    alice.say("said before bob came")
+    bob = open_student("bob")
+    expect(bob.message("said before bob came")).to_have_count(1)
+    expect(bob.message("said before bob came")).to_have_class(re.compile(r"\bearlier\b"))
+    alice.say("said after")
+    expect(bob.message("said after")).to_have_count(1)
+    bob.page.reload()                                   # history again: each message still once
+    expect(bob.page.locator("#status")).to_have_attribute("data-state", "online")
+    expect(bob.message("said after")).to_have_count(1)
+    expect(bob.message("said before bob came")).to_have_count(1)
+    alice.assert_clean()
+    bob.assert_clean()

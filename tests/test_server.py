@@ -592,3 +592,32 @@ def test_classroom_mode_shows_the_lan_link(capsys):
             assert "Classroom mode: no LAN address found" in shown
         with ChatClient(server, "local") as client:          # reached over loopback only
             assert client.recv(type="join")["username"] == "local"
+
+
+def test_newcomers_get_recent_history_after_presence():
+    with ChatServer(port=0, quiet=True, history=3, rate_limit=0) as server:
+        async def scenario():
+            alice = await joined(server, "alice")
+            for i in range(5):
+                await alice.asend(f"m{i}")
+            await alice.await_for(lambda e: e.get("message") == "m4")
+            async with connect(server.ws_url, subprotocols=[SUBPROTOCOL]) as late, connect(server.ws_url) as legacy:
+                first = json.loads(await asyncio.wait_for(late.recv(), 5))
+                second = json.loads(await asyncio.wait_for(late.recv(), 5))
+                assert first["type"] == "presence"
+                assert second["type"] == "history"
+                assert [m["message"] for m in second["messages"]] == ["m2", "m3", "m4"]   # the last 3
+                await alice.asend("now")
+                assert json.loads(await asyncio.wait_for(legacy.recv(), 5))["message"] == "now"  # no history for legacy
+            await alice.aclose()
+
+        asyncio.run(scenario())
+
+
+def test_history_zero_sends_none():
+    with ChatServer(port=0, quiet=True, history=0) as server:
+        with ChatClient(server, "a") as a:
+            a.send("x")
+            a.recv(type="message")
+        with ChatClient(server, "b") as b:
+            assert [e["type"] for e in b.events(timeout=0.3)] == ["presence", "join", "presence"]
