@@ -1,0 +1,155 @@
+"""The tap's notebook views: recorded frames as a table, and a table that keeps itself up to date.
+
+FrameTable shows FrameRecords as HTML in Jupyter and as aligned text
+elsewhere; LiveView refreshes one from the tap's loop while traffic flows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .notebook import in_notebook
+from .tap_decode import FrameRecord
+
+if TYPE_CHECKING:                    # only for the annotations: a LiveView reads from its tap
+    from .tap import Tap
+
+log = logging.getLogger("chat_lesson.tap")
+
+COLUMNS = ["#", "t (ms)", "conn", "dir", "FIN", "RSV1", "opcode", "MASK", "key", "len", "form", "hdr",
+           "payload", "inflated"]
+
+
+def _row(f: FrameRecord) -> list[str]:
+    return [str(f.n), f"{f.t * 1000:.1f}", str(f.conn), f.arrow, str(int(f.fin)), str(int(f.rsv1)),
+            f.opcode.name, str(int(f.masked)), f.key_hex, str(f.length), f.form, str(f.header_bytes),
+            f.preview(), f.inflated_preview()]
+
+
+class FrameTable:
+    """Frames as a table: HTML in Jupyter, aligned text everywhere else.
+
+    ``rows`` are the FrameRecords shown.  Columns: # (frame number), t (ms
+    since the tap started), conn, dir (→ client to server, ← server to
+    client), FIN, RSV1, opcode, MASK, key (the masking key, hex), len
+    (payload bytes), form (7-, 16- or 64-bit length), hdr (header bytes,
+    mask key included), payload (first characters: text, or hex when
+    binary or compressed), inflated (the message, for compressed ones).
+    """
+
+    def __init__(self, rows: list[FrameRecord], caption: str = "") -> None:
+        self.rows, self.caption = rows, caption
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        cells = [COLUMNS] + [_row(f) for f in self.rows]
+        widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+        lines = [self.caption] if self.caption else []
+        for r in cells:
+            lines.append("  ".join(c.ljust(w) if i >= len(COLUMNS) - 2 or i in (3, 6, 8, 10) else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if not self.rows:
+            lines.append("(no frames yet)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        style = "font-family:monospace;font-size:12px;border-collapse:collapse"
+        cell = "padding:1px 6px;border-bottom:1px solid rgba(128,128,128,.25);white-space:pre;text-align:left"
+        tint = {"c2s": "rgba(66,133,244,.08)", "s2c": "rgba(52,168,83,.08)"}
+        head = "".join(f'<th style="{cell}">{html.escape(c)}</th>' for c in COLUMNS)
+        body = "".join(
+            f'<tr style="background:{tint[f.direction]}">'
+            + "".join(f'<td style="{cell}">{html.escape(c)}</td>' for c in _row(f)) + "</tr>"
+            for f in self.rows)
+        caption = f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
+        empty = "" if self.rows else f'<tr><td colspan="{len(COLUMNS)}" style="{cell}">(no frames yet)</td></tr>'
+        return f'<table style="{style}">{caption}<thead><tr>{head}</tr></thead><tbody>{body}{empty}</tbody></table>'
+
+
+class LiveView:
+    """A view of the frames that keeps itself up to date while traffic flows.
+
+    In Jupyter it is a table displayed once (``display_id=True``) and
+    updated in place from the tap's loop thread, at most every ``interval``
+    seconds, so the cell returns at once and the table keeps changing under
+    it.  Elsewhere it prints one line per new frame or event.  It ends
+    after ``seconds`` (None: when stopped), at ``stop()``, or when the tap
+    stops; ``wait()`` blocks until then.
+    """
+
+    def __init__(self, tap: "Tap", seconds: float | None, filters: dict[str, Any], rows: int,
+                 interval: float, notebook: bool | None = None) -> None:
+        self.tap, self.seconds, self.filters, self.rows = tap, seconds, filters, rows
+        self.interval = max(0.2, interval)
+        self.notebook = in_notebook() if notebook is None else notebook
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+        self._handle = None
+        self._shown = (0, 0)          # last frame number and last event number already printed/shown
+        if self.notebook:
+            from IPython.display import display
+
+            self._handle = display(self._table(), display_id=True)
+        else:
+            self._shown = (tap._counter_value("frame"), tap._counter_value("event"))
+        tap._submit(self._run())
+
+    def _table(self) -> FrameTable:
+        table = self.tap.table(last=self.rows, **self.filters)
+        table.caption = f"live · {self.tap._status()}"
+        return table
+
+    async def _run(self) -> None:
+        start = time.monotonic()
+        try:
+            while not self._stopped.is_set() and self.tap.running:
+                left = None if self.seconds is None else self.seconds - (time.monotonic() - start)
+                if left is not None and left <= 0:
+                    break
+                await asyncio.sleep(self.interval if left is None else min(self.interval, left))
+                self._refresh()
+        finally:
+            self._refresh()
+            self._done.set()
+
+    def _refresh(self) -> None:
+        try:
+            if self.notebook:
+                seen = (self.tap._counter_value("frame"), self.tap._counter_value("event"))
+                if seen != self._shown:
+                    self._shown = seen
+                    self._handle.update(self._table())
+                return
+            last_frame, last_event = self._shown
+            new = [f for f in self.tap.frames(**self.filters) if f.n > last_frame]
+            events = [e for e in self.tap.events() if e.n > last_event]
+            self._shown = (max([last_frame] + [f.n for f in new]), max([last_event] + [e.n for e in events]))
+            for record in sorted([*new, *events], key=lambda r: r.t):
+                print(record.line(), flush=True)
+        except Exception:                 # a view must never take the tap down
+            log.exception("live view update failed")
+
+    def stop(self) -> None:
+        """Stop updating (within ``interval`` seconds)."""
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the view has ended; True if it did within ``timeout``."""
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def __repr__(self) -> str:
+        return f"<LiveView {'ended' if self.done else 'running'}>"
