@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
+from .browser import launch
 from . import frames
 from .exercises import Wrong, exercise, expect
 from .frames import CloseCode, Frame, FrameError, Opcode, decode_close, decode_frame, describe, encode_frame
@@ -238,11 +239,6 @@ def close_code_table() -> Table:
 # -- The browser's frames, live --------------------------------------------------------------------
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
 class BrowserUnavailable(RuntimeError):
     """No browser could be driven (playwright or Chromium missing, or it failed)."""
 
@@ -267,10 +263,7 @@ def run_chromium(url: str, username: str = "headless-chromium", messages: Iterab
             from playwright.sync_api import sync_playwright
 
             with sync_playwright() as p:
-                options: dict[str, Any] = {"args": CHROMIUM_ARGS, "timeout": timeout * 1000}
-                if os.path.exists(CHROMIUM):
-                    options["executable_path"] = CHROMIUM
-                browser = p.chromium.launch(**options)
+                browser = launch(p, timeout=timeout * 1000)
                 try:
                     page = browser.new_page()
                     page.set_default_timeout(timeout * 1000)

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from .browser import CHROMIUM, launch
 from .client import ChatClient
 from .handshake import accept_key, build_request, make_key
 from .server import STATIC_DIR, ChatServer
@@ -577,9 +578,6 @@ ws.onmessage = function (e) {
 </body></html>
 """
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @dataclasses.dataclass
@@ -620,7 +618,7 @@ def _run_in_browser(targets: Sequence[tuple[str, str, str, str]], message: str, 
 
     results = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch(p)
         try:
             for label, page_url, ws_url, kind in targets:
                 page = browser.new_context().new_page()

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
+from chat_lesson import browser as chromium
 from chat_lesson.server import ChatServer
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test that needs what this machine lacks; in CI (CI=true), fail instead."""
+    if IN_CI:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's, at /usr/bin/chromium), shared by a test module."""
+    if not os.path.exists(chromium.CHROMIUM):
+        unavailable(f"Chromium not found at {chromium.CHROMIUM}: install it with `apt-get install chromium` "
+                    "to run the browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = chromium.launch(p)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture

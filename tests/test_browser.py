@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,30 +20,16 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from conftest import IN_CI
+
 OUTPUT = Path(__file__).resolve().parent / "output"
 TIMEOUT = 10_000  # ms, for every wait on the page
-IN_CI = os.environ.get("CI") == "true"
 
 pytestmark = pytest.mark.browser
 
 
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 try:
-    from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 except ImportError:  # pragma: no cover - the test extra installs it
     if IN_CI:
         raise
@@ -56,17 +41,6 @@ expect.set_options(timeout=TIMEOUT)
 
 
 # -- fixtures ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        _unavailable(f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` "
-                     "to run the browser tests")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -31,26 +31,17 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+
+from conftest import IN_CI, unavailable
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "legacy_client"
 OUTPUT = HERE / "output" / "legacy-client"
 NPM_CACHE = OUTPUT / "npm"
 SITE = OUTPUT / "site"
-IN_CI = os.environ.get("CI") == "true"
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT = 10_000  # ms, for every wait on a page
 
 # The versions the 2016 tutorial loaded from its CDNs, pinned exactly, with the
@@ -87,14 +78,8 @@ XSS = "<img src=x onerror=window.__xss=1>"
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]   # the first run downloads ~70 MB
 
 
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
 try:
-    from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, Route, expect
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 except ImportError:  # pragma: no cover - the test extra installs it
     if IN_CI:
@@ -125,7 +110,7 @@ def _fetch(package: dict) -> Path:
         return target
     npm = shutil.which("npm")
     if npm is None:
-        _unavailable("npm not found: the legacy-client test fetches Vue 2, jQuery, Materialize, emojione "
+        unavailable("npm not found: the legacy-client test fetches Vue 2, jQuery, Materialize, emojione "
                      "and CryptoJS from the npm registry (install Node.js and npm to run it)")
     NPM_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=NPM_CACHE, prefix=".tmp-") as tmp:
@@ -135,13 +120,13 @@ def _fetch(package: dict) -> Path:
             done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, timeout=300,
                                   env={**os.environ, "npm_config_update_notifier": "false"})
         except subprocess.TimeoutExpired:
-            _unavailable(f"`npm pack {spec}` took more than 300 s: is the npm registry reachable?")
+            unavailable(f"`npm pack {spec}` took more than 300 s: is the npm registry reachable?")
         if done.returncode != 0:
             try:   # with --json, npm reports its error on stdout too
                 why = json.loads(done.stdout)["error"]["summary"]
             except (ValueError, KeyError, TypeError):
                 why = "\n".join(done.stderr.strip().splitlines()[:4])
-            _unavailable(f"`npm pack {spec}` failed (is the npm registry reachable?): {why}")
+            unavailable(f"`npm pack {spec}` failed (is the npm registry reachable?): {why}")
         [info] = json.loads(done.stdout)
         assert info["integrity"] == package["integrity"], f"{spec}: the registry's tarball is not the pinned one"
         extracted = Path(tmp) / "extracted"
@@ -183,17 +168,6 @@ def _build_site() -> Path:
 @pytest.fixture(scope="module")
 def site() -> Path:
     return _build_site()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.path.exists(CHROMIUM):
-        _unavailable(f"Chromium not found at {CHROMIUM}: install it with `apt-get install chromium` "
-                     "to run the browser tests")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @dataclass
