@@ -212,7 +212,7 @@ def _ipython_running() -> bool:
     return get_ipython() is not None
 
 
-def _need_dict(answer: Any, keys: list[str]) -> dict[str, Any]:
+def need_dict(answer: Any, keys: list[str]) -> dict[str, Any]:
     """The answer as a dict with exactly ``keys`` filled in (not ``...``)."""
     expect(isinstance(answer, dict), f"expected a dict like {{{keys[0]!r}: ...}}, got {type(answer).__name__}")
     missing = [k for k in keys if k not in answer]
@@ -224,7 +224,23 @@ def _need_dict(answer: Any, keys: list[str]) -> dict[str, Any]:
     return answer
 
 
-def _need_function(answer: Any, example: str) -> Callable[..., Any]:
+def need_choices(answer: Any, truth: dict[str, tuple[str, str]], choices: dict[str, str], choices_name: str) -> None:
+    """A multiple-choice answer: ``{item: choice}`` for every item of ``truth`` ({item: (right choice, why)}).
+
+    An unknown choice is refused first; then every wrong item is named, with
+    its explanation as the hint.
+    """
+    answer = need_dict(answer, list(truth))
+    unknown = {k: v for k, v in answer.items() if v not in choices}
+    expect(not unknown, f"choose each answer from {choices_name}: " + ", ".join(f"{k}={v!r}" for k, v in unknown.items()),
+           "the choices are: " + ", ".join(choices))
+    wrong = [k for k, (right, _) in truth.items() if answer[k] != right]
+    expect(not wrong, f"{len(truth) - len(wrong)} of {len(truth)} right; look again at "
+           + ", ".join(f"{k} (you said {answer[k]!r})" for k in wrong),
+           " · ".join(f"{k}: {truth[k][1]}" for k in wrong))
+
+
+def need_function(answer: Any, example: str) -> Callable[..., Any]:
     expect(callable(answer), f"pass your function itself (e.g. {example}), not {type(answer).__name__}",
            "write `def f(...): ...` in a cell, then check(..., f) without calling f")
     return answer
@@ -240,7 +256,7 @@ def _need_function(answer: Any, example: str) -> Callable[..., Any]:
           "median; 95% wait less than the p95.")
 def _short_poll_delay(answer: Any) -> str:
     """Predict the median and p95 wait of a short-polled message for any poll interval."""
-    f = _need_function(answer, "delay(interval_ms) -> (median_ms, p95_ms)")
+    f = need_function(answer, "delay(interval_ms) -> (median_ms, p95_ms)")
     for interval in (100, 500, 2000, 10_000):
         got = f(interval)
         expect(isinstance(got, (tuple, list)) and len(got) == 2,
@@ -273,7 +289,7 @@ FRAME_HEADER_CASES = list(_frame_cases())
 def _frame_header_bytes(answer: Any) -> str:
     """How many header bytes a WebSocket frame carries in front of its payload."""
     cases = _frame_cases()
-    answer = _need_dict(answer, list(cases))
+    answer = need_dict(answer, list(cases))
     wrong = []
     for name, (n, masked) in cases.items():
         right = frames.header_size(n, masked)
@@ -365,7 +381,7 @@ def _transport(value: Any) -> str | None:
           "react fast.")
 def _when_to_use(answer: Any) -> str:
     """HTTP or WebSocket? Decide each scenario with the article's closing table."""
-    answer = _need_dict(answer, list(_SCENARIOS))
+    answer = need_dict(answer, list(_SCENARIOS))
     unclear = [k for k in _SCENARIOS if _transport(answer[k]) is None]
     expect(not unclear, f"answer each with 'http' or 'websocket'; not understood: "
            + ", ".join(f"{k}={answer[k]!r}" for k in unclear))
@@ -417,7 +433,7 @@ def _accept_mistakes(key: str) -> dict[str, str]:
           "hashlib.sha1(...).digest(), then base64.b64encode(...).decode() (RFC 6455 §4.2.2).")
 def _accept_key(answer: Any) -> str:
     """Write accept_key(key) -> str, the value a server puts in Sec-WebSocket-Accept."""
-    f = _need_function(answer, "accept_key")
+    f = need_function(answer, "accept_key")
     keys = [(RFC_KEY, "RFC 6455's example key"), (ARTICLE_KEY, "the article's key")]
     keys += [(handshake.make_key(), "a fresh random key") for _ in range(3)]
     for key, where in keys:
@@ -491,13 +507,7 @@ def _verdict(name: str) -> str:
           "(the server's answer): Upgrade, Connection, the key's length, the accept value.")
 def _broken_handshakes(answer: Any) -> str:
     """Name the one fault in each of three broken handshakes (choose from FAULTS)."""
-    answer = _need_dict(answer, list(BROKEN_HANDSHAKES))
-    unknown = {k: v for k, v in answer.items() if v not in FAULTS}
-    expect(not unknown, "choose each answer from FAULTS: " + ", ".join(f"{k}={v!r}" for k, v in unknown.items()),
-           "the choices are: " + ", ".join(FAULTS))
-    wrong = [k for k, (fault, _) in _BROKEN_TRUTH.items() if answer[k] != fault]
-    expect(not wrong, "not right yet: " + ", ".join(f"{k} (you said {answer[k]!r})" for k in wrong),
-           " · ".join(f"{k}: {_BROKEN_TRUTH[k][1]}" for k in wrong))
+    need_choices(answer, _BROKEN_TRUTH, FAULTS, "FAULTS")
     return "right. What our handshake code says:" + "".join(f"\n • {k}: {_verdict(k)}" for k in BROKEN_HANDSHAKES)
 
 
@@ -533,7 +543,7 @@ def _same_origin_only(origin: str | None) -> bool:
           "protocol version the server does not speak, answered with the versions it does (§4.4).")
 def _refusal_codes(answer: Any) -> str:
     """Which status code does our server answer to each refused request?"""
-    answer = _need_dict(answer, list(REFUSAL_CASES))
+    answer = need_dict(answer, list(REFUSAL_CASES))
     truth = {name: handshake.check_request(_refusal_request(name), allowed_origins=_same_origin_only)
              for name in REFUSAL_CASES}
     wrong = []

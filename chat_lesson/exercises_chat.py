@@ -17,7 +17,7 @@ import math
 from typing import Any, Callable
 
 from .client import ChatClient
-from .exercises import Wrong, _need_dict, _need_function, exercise, expect
+from .exercises import Wrong, exercise, expect, need_choices, need_dict, need_function
 from .notebook import BackgroundLoop
 from .server import ChatError, ChatServer
 
@@ -45,7 +45,7 @@ async def _joined(server: ChatServer, name: str) -> ChatClient:
           "(after .strip()), raise ChatError(\"bad_command\", \"...\") instead of returning a text.")
 def _me_command(answer: Any) -> str:
     """Write the handler of a /me command: '/me waves' from alice is broadcast as '* alice waves'."""
-    handler = _need_function(answer, "me")
+    handler = need_function(answer, "me")
     # First on its own, for clear messages; then inside a real server.
     got = handler("alice", "waves")
     expect(isinstance(got, str), f"me('alice', 'waves') returned {got!r}; return the text to broadcast, a str")
@@ -117,7 +117,7 @@ async def _count_deliveries() -> dict[str, int]:
           "_join (which events does it broadcast?).")
 def _deliveries(answer: Any) -> str:
     """Predict how many frames (server.stats.deliveries) the server writes in two moments of a chat."""
-    answer = _need_dict(answer, list(DELIVERY_CASES))
+    answer = need_dict(answer, list(DELIVERY_CASES))
     truth = _live(_count_deliveries)
     wrong = []
     for case in DELIVERY_CASES:
@@ -194,14 +194,7 @@ _SNIPPET_TRUTH = {
           "behaviour of ONE client makes it hurt everyone else?")
 def _find_the_flaw(answer: Any) -> str:
     """Name the flaw (from FLAWS) in each of four short server or client snippets."""
-    answer = _need_dict(answer, list(SNIPPETS))
-    unknown = {k: v for k, v in answer.items() if v not in FLAWS}
-    expect(not unknown, "choose each answer from FLAWS: " + ", ".join(f"{k}={v!r}" for k, v in unknown.items()),
-           "the choices are: " + ", ".join(FLAWS))
-    wrong = [k for k, (flaw, _) in _SNIPPET_TRUTH.items() if answer[k] != flaw]
-    expect(not wrong, f"{len(SNIPPETS) - len(wrong)} of {len(SNIPPETS)} right; look again at "
-           + ", ".join(f"{k} (you said {answer[k]!r})" for k in wrong),
-           " · ".join(f"{k}: {_SNIPPET_TRUTH[k][1]}" for k in wrong))
+    need_choices(answer, _SNIPPET_TRUTH, FLAWS, "FLAWS")
     return "all four. Why:" + "".join(f"\n • {k} ({flaw}): {why}" for k, (flaw, why) in _SNIPPET_TRUTH.items())
 
 

@@ -211,6 +211,17 @@ class _Run:
         return all(len(w.seen) >= self.n for w in ways)
 
 
+async def _poll_once(run: _Run, way: Way, stream: Stream, host: str, since: int, extra: str, close: bool) -> int:
+    """One GET /poll?since=N(extra): count its heads, deliver its messages; returns the new N."""
+    request, head, body = await http_get(stream, host, f"/poll?since={since}{extra}", close=close)
+    way.request_heads.append(len(request))
+    way.response_heads.append(len(head))
+    events = json.loads(body)
+    if events and way.example is None:
+        way.example = (request, head + body)
+    return max(since, run.deliver(way, events))
+
+
 async def _short_poll(run: _Run, way: Way, host: str, port: int, since: int, interval: float, keep_alive: bool,
                       phase: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
@@ -220,13 +231,7 @@ async def _short_poll(run: _Run, way: Way, host: str, port: int, since: int, int
         while True:
             if stream is None:
                 stream = await Stream.open(host, port, way.tally)
-            request, head, body = await http_get(stream, f"{host}:{port}", f"/poll?since={since}", close=not keep_alive)
-            way.request_heads.append(len(request))
-            way.response_heads.append(len(head))
-            events = json.loads(body)
-            if events and way.example is None:
-                way.example = (request, head + body)
-            since = max(since, run.deliver(way, events))
+            since = await _poll_once(run, way, stream, f"{host}:{port}", since, "", close=not keep_alive)
             if not keep_alive:
                 await stream.close()          # the server closes its side too
                 stream = None
@@ -241,13 +246,7 @@ async def _long_poll(run: _Run, way: Way, host: str, port: int, since: int, wait
     stream = await Stream.open(host, port, way.tally)
     try:
         while True:
-            request, head, body = await http_get(stream, f"{host}:{port}", f"/poll?since={since}&wait={wait:g}", close=False)
-            way.request_heads.append(len(request))
-            way.response_heads.append(len(head))
-            events = json.loads(body)
-            if events and way.example is None:
-                way.example = (request, head + body)
-            since = max(since, run.deliver(way, events))
+            since = await _poll_once(run, way, stream, f"{host}:{port}", since, f"&wait={wait:g}", close=False)
     finally:
         await stream.close()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import time
 
 import pytest
 
@@ -39,6 +41,20 @@ def server():
     """A real chat server on a free port, stopped after the test."""
     with ChatServer(port=0, quiet=True) as s:
         yield s
+
+
+async def until(condition, timeout: float = 5.0, what: str = "a condition"):
+    """Wait for ``condition()`` to return something true, checking every few ms; return it.
+
+    The coroutine form of ``chat_lesson.notebook.wait_until``: it yields to the
+    event loop between checks, so the clients in the same loop keep working.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} within {timeout:g} s")
+        await asyncio.sleep(0.005)
+    return value
 
 
 def raw_http(port: int, request: bytes, timeout: float = 5) -> bytes:

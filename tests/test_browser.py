@@ -20,34 +20,20 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from conftest import IN_CI
-
 OUTPUT = Path(__file__).resolve().parent / "output"
 TIMEOUT = 10_000  # ms, for every wait on the page
 
 pytestmark = pytest.mark.browser
 
 
-try:
-    from playwright.sync_api import Browser, ConsoleMessage, Page, expect
-except ImportError:  # pragma: no cover - the test extra installs it
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is not installed (pip install -e '.[test]')", allow_module_level=True)
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from chat_lesson.server import ChatServer  # noqa: E402
+from chat_lesson.server import ChatServer
 
 expect.set_options(timeout=TIMEOUT)
 
 
 # -- fixtures ----------------------------------------------------------------
-
-
-@pytest.fixture
-def server() -> Iterator[ChatServer]:
-    """A real chat server on a free port (the same as conftest's; kept here so this file stands alone)."""
-    with ChatServer(port=0, quiet=True) as server:
-        yield server
 
 
 @dataclass

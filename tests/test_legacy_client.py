@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI, unavailable
+from conftest import unavailable
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "legacy_client"
@@ -78,17 +78,12 @@ XSS = "<img src=x onerror=window.__xss=1>"
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]   # the first run downloads ~70 MB
 
 
-try:
-    from playwright.sync_api import Browser, Page, Route, expect
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-except ImportError:  # pragma: no cover - the test extra installs it
-    if IN_CI:
-        raise
-    pytest.skip("the playwright package is not installed (pip install -e '.[test]')", allow_module_level=True)
+from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from websockets.sync.client import connect  # noqa: E402
+from websockets.sync.client import connect
 
-from chat_lesson.server import ChatServer  # noqa: E402
+from chat_lesson.server import ChatServer
 
 expect.set_options(timeout=TIMEOUT)
 

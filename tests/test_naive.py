@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import chat_lesson
+from conftest import until
 from chat_lesson.handshake import accept_key, build_request, make_key
 from chat_lesson.naive import NaiveServer, read_json
 
@@ -27,13 +28,6 @@ from chat_lesson.naive import NaiveServer, read_json
 def naive():
     with NaiveServer(port=0) as server:
         yield server
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait for ``condition()`` to hold, checking every few ms, for at most ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 async def settled(value, quiet: float = 0.5, timeout: float = 15.0) -> int:

@@ -17,7 +17,7 @@ from chat_lesson import ChatClient, ChatServer
 from chat_lesson.handshake import accept_key, build_request
 from chat_lesson.server import SUBPROTOCOL, avatar_hash, static_file
 
-from conftest import get, raw_http
+from conftest import get, raw_http, until
 
 
 async def joined(server: ChatServer, name: str, email: str = "", **options) -> ChatClient:
@@ -25,13 +25,6 @@ async def joined(server: ChatServer, name: str, email: str = "", **options) -> C
     client = await ChatClient(server, name, email, **options).aconnect()
     await client.await_for(lambda e: e["type"] == "join" and e["username"] == name)
     return client
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    """Wait for ``condition()`` to hold, checking every few ms, for at most ``timeout`` s."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 # -- the wire protocol ----------------------------------------------------------

@@ -29,7 +29,7 @@ from websockets.protocol import State
 from chat_lesson import ChatClient, ChatServer, deflate
 from chat_lesson import browser as chromium
 from chat_lesson.notebook import wait_until
-from conftest import unavailable
+from conftest import unavailable, until
 from chat_lesson.frames import (Frame, IncompleteFrame, Message, MessageAssembler, Opcode, apply_mask, decode_frame,
                                 encode_close, encode_frame, header_size)
 from chat_lesson.handshake import build_request, check_request, check_response, make_key, parse_head, split_head
@@ -41,18 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-async def until(condition, timeout: float = 5.0, what: str = "a condition"):
-    """The same, for coroutines: yields to the loop between checks."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def closed(tap: Tap, conn: int | None = None):
