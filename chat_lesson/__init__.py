@@ -2,10 +2,16 @@
 
     from chat_lesson import ChatServer, ChatClient
     server = ChatServer(port=8000).start()     # shows a link to open in a browser
+
+The package has four parts (the README draws the map):
+
+- ``protocol/``: pure RFC 6455 code: the handshake, frames, deflate, an incremental reader;
+- ``chat/``: the chat: the pure room, the server around it, a client, the wire constants;
+- ``tap/``: the frame inspector: a pure recorder, the proxy with its faults, notebook views;
+- ``lessons/``: the course's helpers, exercises and figures (nothing else imports them).
 """
 
-from .client import ChatClient
-from .notebook import run
-from .server import ChatServer
+from .chat.client import ChatClient
+from .chat.server import ChatServer
 
-__all__ = ["ChatClient", "ChatServer", "run"]
+__all__ = ["ChatClient", "ChatServer"]

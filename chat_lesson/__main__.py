@@ -27,7 +27,7 @@ def serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from .server import ChatServer
+    from .chat.server import ChatServer
 
     server = ChatServer(
         args.host, args.port, origins=args.origin, rate_limit=args.rate_limit, burst=args.burst,
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             asyncio.run(serve(args))
         elif args.command == "tap":
-            from .tap import run_cli
+            from .tap.proxy import run_cli
 
             asyncio.run(run_cli(args.to, args.port, args.host, delay=args.delay, limit=args.limit))
     except KeyboardInterrupt:

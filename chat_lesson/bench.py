@@ -34,8 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import deflate, frames, handshake
-from .server import SUBPROTOCOL, raise_fd_limit
+from .protocol import deflate, frames, handshake
+from .chat.server import SUBPROTOCOL, raise_fd_limit
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 STAMP = re.compile(rb'"message": ?"(\d+) (\d+) ')

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from chat_lesson import browser as chromium
-from chat_lesson.server import ChatServer
+from chat_lesson.chat.server import ChatServer
 
 IN_CI = os.environ.get("CI") == "true"
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.browser
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from chat_lesson.server import ChatServer
+from chat_lesson.chat.server import ChatServer
 
 expect.set_options(timeout=TIMEOUT)
 

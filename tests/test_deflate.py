@@ -13,11 +13,11 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from chat_lesson.deflate import (
+from chat_lesson.protocol.deflate import (
     Deflater, Inflater, Negotiated, Params, contexts, params_from_extension_header, respond_to_offer,
 )
-from chat_lesson.frames import CloseCode, Frame, FrameError, Message, MessageAssembler, Opcode, decode_frame, encode_frame
-from chat_lesson.handshake import HandshakeError, build_request, check_request, check_response, make_key, parse_head
+from chat_lesson.protocol.frames import CloseCode, Frame, FrameError, Message, MessageAssembler, Opcode, decode_frame, encode_frame
+from chat_lesson.protocol.handshake import HandshakeError, build_request, check_request, check_response, make_key, parse_head
 
 HELLO = bytes.fromhex("f248cdc9c90700")  # RFC 7692 §7.2.3.1
 HELLO_AGAIN = bytes.fromhex("f200110000")  # RFC 7692 §7.2.3.2

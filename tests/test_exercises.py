@@ -10,8 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chat_lesson import exercises
-from chat_lesson.exercises import (
+from chat_lesson.lessons import exercises
+from chat_lesson.lessons.exercises import (
     BROKEN_HANDSHAKES, EXERCISES, FAULTS, FRAME_HEADER_CASES, REFUSAL_CASES, SCENARIOS, Result, UnknownExercise,
     Wrong, check, exercise, expect, hint, list_exercises,
 )

@@ -11,12 +11,12 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 from websockets.uri import parse_uri
 
-from chat_lesson.frames import (
+from chat_lesson.protocol.frames import (
     CloseCode, Frame, FrameError, IncompleteFrame, Message, MessageAssembler, Opcode,
     apply_mask, decode_close, describe, decode_frame, encode_close, encode_frame,
     header_size, length_form,
 )
-from chat_lesson.handshake import build_request, check_request, check_response
+from chat_lesson.protocol.handshake import build_request, check_request, check_response
 
 KEY = bytes.fromhex("37fa213d")  # the masking key of RFC 6455 §5.7
 BIN256 = bytes(range(256))

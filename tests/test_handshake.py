@@ -9,7 +9,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from chat_lesson.handshake import (
+from chat_lesson.protocol.handshake import (
     GUID, Answer, HandshakeError, Head, accept_key, build_request, check_request,
     check_response, make_key, parse_extensions, parse_head, split_head,
 )

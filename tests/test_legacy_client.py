@@ -83,7 +83,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from websockets.sync.client import connect
 
-from chat_lesson.server import ChatServer
+from chat_lesson.chat.server import ChatServer
 
 expect.set_options(timeout=TIMEOUT)
 

@@ -11,11 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from chat_lesson import ChatClient, ChatServer, plots  # noqa: E402
-from chat_lesson.exercises import check  # noqa: E402
-from chat_lesson.frames import (Frame, Opcode, apply_mask, decode_frame, describe, encode_close,  # noqa: E402
+from chat_lesson import ChatClient, ChatServer
+
+from chat_lesson.lessons import plots  # noqa: E402
+from chat_lesson.lessons.exercises import check  # noqa: E402
+from chat_lesson.protocol.frames import (Frame, Opcode, apply_mask, decode_frame, describe, encode_close,  # noqa: E402
                                 encode_frame, header_size)
-from chat_lesson.lesson03 import (MYSTERY_FRAMES, RFC_EXAMPLES, RFC_KEY, assemble, browser_frames,  # noqa: E402
+from chat_lesson.lessons.lesson03 import (MYSTERY_FRAMES, RFC_EXAMPLES, RFC_KEY, assemble, browser_frames,  # noqa: E402
                                   buggy_decode, close_code_table, compression_table, decoder_cases, field_table,
                                   frame_summary, length_table, mask_table, overhead_data, run_chromium, show_payload,
                                   takeover_table, websockets_parse, websockets_serialize, BrowserUnavailable)

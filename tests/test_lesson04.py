@@ -11,10 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from chat_lesson import ChatServer, plots  # noqa: E402
-from chat_lesson.exercises import check  # noqa: E402
-from chat_lesson.frames import Frame, Opcode, apply_mask, decode_frame, encode_frame  # noqa: E402
-from chat_lesson.lesson04 import (DETECTION_SETTINGS, IDLE_TIMEOUTS, SCENARIO, BackgroundClient,  # noqa: E402
+from chat_lesson import ChatServer
+
+from chat_lesson.lessons import plots  # noqa: E402
+from chat_lesson.lessons.exercises import check  # noqa: E402
+from chat_lesson.protocol.frames import Frame, Opcode, apply_mask, decode_frame, encode_frame  # noqa: E402
+from chat_lesson.lessons.lesson04 import (DETECTION_SETTINGS, IDLE_TIMEOUTS, SCENARIO, BackgroundClient,  # noqa: E402
                                   BareClient, idle_timeout_table, measure_detection, measure_rtt, wait_until)
 from chat_lesson.tap import Tap  # noqa: E402
 

@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed
 
 import chat_lesson
 from conftest import until
-from chat_lesson.handshake import accept_key, build_request, make_key
-from chat_lesson.naive import NaiveServer, read_json
+from chat_lesson.protocol.handshake import accept_key, build_request, make_key
+from chat_lesson.lessons.naive import NaiveServer, read_json
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ def test_not_exported_and_not_behind_the_command_line():
     assert "NaiveServer" not in chat_lesson.__all__
     assert not hasattr(chat_lesson, "NaiveServer")
     code = ("import sys, chat_lesson, chat_lesson.__main__ as m\n"
-            "assert 'chat_lesson.naive' not in sys.modules, 'importing chat_lesson loads naive'\n"
+            "assert 'chat_lesson.lessons.naive' not in sys.modules, 'importing chat_lesson loads naive'\n"
             "import argparse\n"
             "p = argparse.ArgumentParser(); sub = p.add_subparsers(dest='c'); m.serve_parser(sub)\n"
             "print(sub.choices['serve'].format_help())\n")
@@ -262,7 +262,7 @@ def test_not_exported_and_not_behind_the_command_line():
 
 
 def test_docstring_says_it_is_deliberately_broken():
-    import chat_lesson.naive as naive_module
+    import chat_lesson.lessons.naive as naive_module
 
     assert "deliberately broken" in naive_module.__doc__.lower()
     assert "deliberately broken" in NaiveServer.__doc__.lower()

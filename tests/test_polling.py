@@ -10,8 +10,8 @@ import time
 import pytest
 
 from chat_lesson import ChatClient, ChatServer
-from chat_lesson.handshake import parse_head
-from chat_lesson.polling import PollServer
+from chat_lesson.protocol.handshake import parse_head
+from chat_lesson.lessons.polling import PollServer
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""chat_lesson.room (the bots, live view and measurements of lessons 05 and 06) and their exercises.
+"""chat_lesson.lessons.lesson05 (the bots, live view and measurements of lessons 05 and 06) and their exercises.
 
 Real servers on 127.0.0.1, port 0; every wait is bounded.  The measurements
 are checked for what the lessons say about them (the naive room stalls, ours
@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import chat_lesson.exercises_chat  # noqa: F401  (registers the 05.* and 06.* exercises)
-from chat_lesson import ChatClient, ChatServer, room
-from chat_lesson.exercises import check
-from chat_lesson.exercises_chat import FLAWS, MAX_BUFFER_CASE, SNIPPETS
-from chat_lesson.naive import NaiveServer
-from chat_lesson.server import ChatError
+import chat_lesson.lessons.exercises_chat  # noqa: F401  (registers the 05.* and 06.* exercises)
+from chat_lesson import ChatClient, ChatServer
+from chat_lesson.lessons import lesson05 as room
+from chat_lesson.lessons.exercises import check
+from chat_lesson.lessons.exercises_chat import FLAWS, MAX_BUFFER_CASE, SNIPPETS
+from chat_lesson.lessons.naive import NaiveServer
+from chat_lesson.chat.server import ChatError
 
 
 # -- lesson 05: bots, the live view, headroom, the client's source ---------------------------

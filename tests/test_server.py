@@ -14,8 +14,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat_lesson import ChatClient, ChatServer
-from chat_lesson.handshake import accept_key, build_request
-from chat_lesson.server import SUBPROTOCOL, avatar_hash, static_file
+from chat_lesson.protocol.handshake import accept_key, build_request
+from chat_lesson.chat.server import SUBPROTOCOL, avatar_hash, static_file
 
 from conftest import get, raw_http, until
 
@@ -176,7 +176,7 @@ def test_origin_same_or_none_allowed_foreign_refused(server, caplog):
             async with connect(server.ws_url, origin=f"http://127.0.0.1:{port + 1}"):
                 pass
 
-    with caplog.at_level(logging.WARNING, logger="chat_lesson.server"):
+    with caplog.at_level(logging.WARNING, logger="chat_lesson.chat.server"):
         asyncio.run(scenario())
     assert server.stats.refused_origin == 2
     assert "refused Origin 'http://evil.example'" in caplog.text
@@ -380,7 +380,7 @@ def test_heartbeat_keeps_a_live_peer():
 
 
 def test_logging_goes_through_logging(caplog):
-    with caplog.at_level(logging.INFO, logger="chat_lesson.server"):
+    with caplog.at_level(logging.INFO, logger="chat_lesson.chat.server"):
         with ChatServer(port=0, quiet=True) as server:
             client = ChatClient(server, "logger-test").connect()
             client.recv(type="join")
@@ -524,7 +524,7 @@ def test_command_line_serve_and_ctrl_c():
 
 def test_invalid_utf8_closes_1007_and_the_room_goes_on(server):
     """The Go original relays invalid UTF-8 to everyone; RFC 6455 §8.1 says fail the connection (1007)."""
-    from chat_lesson.frames import Frame, Opcode, encode_frame
+    from chat_lesson.protocol.frames import Frame, Opcode, encode_frame
 
     async def scenario():
         calm = await joined(server, "calm")

@@ -26,15 +26,17 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from chat_lesson import ChatClient, ChatServer, deflate
+from chat_lesson import ChatClient, ChatServer
+
+from chat_lesson.protocol import deflate
 from chat_lesson import browser as chromium
 from chat_lesson.notebook import wait_until
 from conftest import unavailable, until
-from chat_lesson.frames import (Frame, IncompleteFrame, Message, MessageAssembler, Opcode, apply_mask, decode_frame,
+from chat_lesson.protocol.frames import (Frame, IncompleteFrame, Message, MessageAssembler, Opcode, apply_mask, decode_frame,
                                 encode_close, encode_frame, header_size)
-from chat_lesson.handshake import build_request, check_request, check_response, make_key, parse_head, split_head
+from chat_lesson.protocol.handshake import build_request, check_request, check_response, make_key, parse_head, split_head
 from chat_lesson.notebook import BackgroundLoop
-from chat_lesson.server import SUBPROTOCOL
+from chat_lesson.chat.server import SUBPROTOCOL
 from chat_lesson.tap import FrameTable, Tap
 
 ROOT = Path(__file__).resolve().parent.parent

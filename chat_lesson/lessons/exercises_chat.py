@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .client import ChatClient
+from ..chat.client import ChatClient
 from .exercises import Wrong, exercise, expect, need_choices, need_dict, need_function
-from .notebook import BackgroundLoop
-from .server import ChatError, ChatServer
+from ..notebook import BackgroundLoop
+from ..chat.server import ChatError, ChatServer
 
 # =============================================================================
 # Lesson 05: the live chat

@@ -55,15 +55,15 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from . import handshake
-from .frames import Frame, Opcode, encode_frame
-from .handshake import Head, check_request
-from .notebook import CellService, lan_address, show_link
+from ..protocol import handshake
+from ..protocol.frames import Frame, Opcode, encode_frame
+from ..protocol.handshake import Head, check_request
+from ..notebook import CellService, lan_address, show_link
 
-log = logging.getLogger("chat_lesson.server")
+log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "chat-lesson.v1"
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 MAX_USERNAME = 32
 # The kernel's send buffer per client, fixed.  Left alone, Linux grows it up to
 # tcp_wmem's maximum (4 MiB), which would hide a stuck client from the

@@ -60,10 +60,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .notebook import CellService, show_link
-from .server import CONTENT_TYPES, http_response, static_file
+from ..notebook import CellService, show_link
+from ..chat.server import CONTENT_TYPES, http_response, static_file
 
-log = logging.getLogger("chat_lesson.naive")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass

@@ -16,15 +16,15 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import deflate
-from .frames import (Frame, FrameError, IncompleteFrame, Message, MessageAssembler, Opcode, decode_close, decode_frame,
+from ..protocol import deflate
+from ..protocol.frames import (Frame, FrameError, IncompleteFrame, Message, MessageAssembler, Opcode, decode_close, decode_frame,
                      length_form)
-from .handshake import Head, HandshakeError, parse_head, split_head
+from ..protocol.handshake import Head, HandshakeError, parse_head, split_head
 
 if TYPE_CHECKING:                    # only for the annotations: the decoder reports to the tap and its connection
-    from .tap import Connection, Tap
+    from .proxy import Connection, Tap
 
-log = logging.getLogger("chat_lesson.tap")
+log = logging.getLogger(__name__)
 
 DIRECTIONS = ("c2s", "s2c")
 ARROWS = {"c2s": "→", "s2c": "←"}

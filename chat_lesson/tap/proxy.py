@@ -79,17 +79,17 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from . import deflate
-from .frames import Opcode
-from .handshake import Head
-from .notebook import CellService, show_link
+from ..protocol import deflate
+from ..protocol.frames import Opcode
+from ..protocol.handshake import Head
+from ..notebook import CellService, show_link
 # What the tap records and how it decodes live in tap_decode, the views in tap_views;
 # their public names are re-exported here, so ``from chat_lesson.tap import FrameRecord`` keeps working.
-from .tap_decode import (ARROWS, DIRECTIONS, MAX_HEADER, PREVIEW, Counts, Event, FrameRecord,  # noqa: F401
+from .recorder import (ARROWS, DIRECTIONS, MAX_HEADER, PREVIEW, Counts, Event, FrameRecord,  # noqa: F401
                          HttpRecord, ReadRecord, _Decoder, _Store)
-from .tap_views import COLUMNS, FrameTable, LiveView  # noqa: F401
+from .views import COLUMNS, FrameTable, LiveView  # noqa: F401
 
-log = logging.getLogger("chat_lesson.tap")
+log = logging.getLogger(__name__)
 
 SIDES = {"c2s": "client", "s2c": "server"}   # who sends the bytes of each direction
 READ_SIZE = 64 * 1024        # bytes asked for per read

@@ -34,10 +34,10 @@ from typing import Any, Iterable, Sequence
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .browser import CHROMIUM, launch
-from .client import ChatClient
-from .handshake import accept_key, build_request, make_key
-from .server import STATIC_DIR, ChatServer
+from ..browser import CHROMIUM, launch
+from ..chat.client import ChatClient
+from ..protocol.handshake import accept_key, build_request, make_key
+from ..chat.server import STATIC_DIR, ChatServer
 
 APP_JS = STATIC_DIR / "app.js"
 

@@ -13,13 +13,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .notebook import in_notebook
-from .tap_decode import FrameRecord
+from ..notebook import in_notebook
+from .recorder import FrameRecord
 
 if TYPE_CHECKING:                    # only for the annotations: a LiveView reads from its tap
-    from .tap import Tap
+    from .proxy import Tap
 
-log = logging.getLogger("chat_lesson.tap")
+log = logging.getLogger(__name__)
 
 COLUMNS = ["#", "t (ms)", "conn", "dir", "FIN", "RSV1", "opcode", "MASK", "key", "len", "form", "hdr",
            "payload", "inflated"]

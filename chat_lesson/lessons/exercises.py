@@ -37,7 +37,7 @@ import pkgutil
 import sys
 from typing import Any, Callable
 
-from . import frames, handshake
+from ..protocol import frames, handshake
 
 Checker = Callable[[Any], "str | None"]
 

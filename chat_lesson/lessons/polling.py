@@ -39,10 +39,10 @@ import logging
 import urllib.parse
 from typing import Any
 
-from .handshake import HandshakeError, parse_head
-from .notebook import CellService
+from ..protocol.handshake import HandshakeError, parse_head
+from ..notebook import CellService
 
-log = logging.getLogger("chat_lesson.polling")
+log = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
 """The longest request head we read; a longer one gets 431 and the connection is closed."""

@@ -25,10 +25,10 @@ import time
 from typing import Any, Callable
 
 from .exercises import Wrong, exercise, expect
-from .frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame
-from .handshake import build_request, check_response, make_key, split_head
+from ..protocol.frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame
+from ..protocol.handshake import build_request, check_response, make_key, split_head
 from .lesson01 import Table
-from .notebook import BackgroundLoop, wait_until
+from ..notebook import BackgroundLoop, wait_until
 
 SUBPROTOCOL = "chat-lesson.v1"
 
@@ -149,7 +149,7 @@ class BackgroundClient:
     """
 
     def __init__(self, target: Any, username: str, **options: Any) -> None:
-        from .client import ChatClient
+        from ..chat.client import ChatClient
 
         self.loop = BackgroundLoop(f"client-{username}")
         self.client = ChatClient(target, username, **options)
@@ -303,7 +303,7 @@ class DetectionRun:
 
 
 def _one_trial(server: Any, phase: float, username: str, timeout: float) -> Trial:
-    from .tap import Tap
+    from ..tap.proxy import Tap
 
     tap = Tap(server, quiet=True).start()
     client = None
@@ -332,7 +332,7 @@ def measure_detection(ping_interval: float, ping_timeout: float, trials: int = 5
     of the server's pings; each runs through its own tap, all at the same
     time, so the whole run takes about two ping intervals plus the timeout.
     """
-    from .server import ChatServer
+    from ..chat.server import ChatServer
 
     phases = [(k + 0.5) / trials * ping_interval for k in range(trials)]
     results: list[Trial | BaseException | None] = [None] * trials

@@ -16,11 +16,11 @@ import os
 import socket
 from typing import Any
 
-from . import frames
-from .frames import Frame, Opcode
-from .handshake import Head, parse_head, split_head
+from ..protocol import frames
+from ..protocol.frames import Frame, Opcode
+from ..protocol.handshake import Head, parse_head, split_head
 from .lesson01 import Table
-from .notebook import BackgroundLoop
+from ..notebook import BackgroundLoop
 
 HEADER_MEANINGS = {
     "host": "which site the client wants; one IP address may serve many names (RFC 9110 §7.2)",

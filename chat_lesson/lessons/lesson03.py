@@ -23,10 +23,10 @@ import threading
 import time
 from typing import Any, Callable, Iterable
 
-from .browser import launch
-from . import frames
+from ..browser import launch
+from ..protocol import frames
 from .exercises import Wrong, exercise, expect
-from .frames import CloseCode, Frame, FrameError, Opcode, decode_close, decode_frame, describe, encode_frame
+from ..protocol.frames import CloseCode, Frame, FrameError, Opcode, decode_close, decode_frame, describe, encode_frame
 from .lesson01 import Table
 
 # -- RFC 6455 §5.7 --------------------------------------------------------------------------
@@ -442,8 +442,8 @@ def browser_frames(tap: Any, wait: float = 5.0, text: str = "Hello from headless
 
 
 def _client_capture(tap: Any, text: str, note: str) -> Capture:
-    from .client import ChatClient
-    from .notebook import BackgroundLoop
+    from ..chat.client import ChatClient
+    from ..notebook import BackgroundLoop
 
     loop = BackgroundLoop("lesson03-client")
     client = ChatClient(tap, "python-client")
@@ -500,7 +500,7 @@ def takeover_table(texts: Iterable[str], window_bits: int = 15) -> Table:
     "with context takeover" keeps one compressor for the whole sequence, so
     a text that repeats earlier ones costs a few bytes.
     """
-    from .deflate import Deflater
+    from ..protocol.deflate import Deflater
 
     alone, kept = Deflater(no_context_takeover=True, window_bits=window_bits), Deflater(window_bits=window_bits)
     rows = []

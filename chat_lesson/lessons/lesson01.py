@@ -39,11 +39,11 @@ import time
 import urllib.parse
 from typing import Any, Iterable, Sequence
 
-from .client import ChatClient
-from .frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame, header_size
-from .handshake import build_request, check_response, make_key, parse_head
-from .notebook import BackgroundLoop
-from .server import SUBPROTOCOL
+from ..chat.client import ChatClient
+from ..protocol.frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame, header_size
+from ..protocol.handshake import build_request, check_response, make_key, parse_head
+from ..notebook import BackgroundLoop
+from ..chat.server import SUBPROTOCOL
 
 USER_AGENT = "chat-lesson-poller/1.0"
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from .frames import describe
+from ..protocol.frames import describe
 
 ROW_BITS = 32
 

@@ -23,7 +23,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from .notebook import run
+from ..notebook import run
 from .server import SUBPROTOCOL
 
 
