@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unavailable
+from helpers import unavailable
 
 HERE = Path(__file__).resolve().parent
 CLIENT = HERE / "legacy_client"

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import chat_lesson
-from conftest import until
+from helpers import until
 from chat_lesson.protocol.handshake import accept_key, build_request, make_key
 from chat_lesson.lessons.naive import NaiveServer, read_json
 

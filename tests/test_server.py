@@ -17,7 +17,7 @@ from chat_lesson import ChatClient, ChatServer
 from chat_lesson.protocol.handshake import accept_key, build_request
 from chat_lesson.chat.server import SUBPROTOCOL, avatar_hash, static_file
 
-from conftest import get, raw_http, until
+from helpers import get, raw_http, until
 
 
 async def joined(server: ChatServer, name: str, email: str = "", **options) -> ChatClient:

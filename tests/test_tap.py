@@ -31,7 +31,7 @@ from chat_lesson import ChatClient, ChatServer
 from chat_lesson.protocol import deflate
 from chat_lesson import browser as chromium
 from chat_lesson.notebook import wait_until
-from conftest import unavailable, until
+from helpers import unavailable, until
 from chat_lesson.protocol.frames import (Frame, IncompleteFrame, Message, MessageAssembler, Opcode, apply_mask, decode_frame,
                                 encode_close, encode_frame, header_size)
 from chat_lesson.protocol.handshake import build_request, check_request, check_response, make_key, parse_head, split_head
