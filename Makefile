@@ -27,4 +27,5 @@ chat: $(STAMP)
 	$(BIN)/python -m chat_lesson serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check chat_lesson tests
 	$(BIN)/python -m pytest $(ARGS)

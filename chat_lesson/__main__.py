@@ -9,17 +9,16 @@ import sys
 
 
 def serve_parser(sub: argparse._SubParsersAction) -> None:
+    from .chat.wire import DEFAULTS, HELP
+
     p = sub.add_parser("serve", help="run the chat server (Ctrl-C stops it)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 for a classroom LAN (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default 8000)")
-    p.add_argument("--rate-limit", type=float, default=10, help="messages per second per client, 0 = off (default 10)")
-    p.add_argument("--burst", type=int, default=20, help="burst allowed above the rate (default 20)")
-    p.add_argument("--max-message", type=int, default=4096, help="longest chat text in bytes (default 4096)")
-    p.add_argument("--max-frame", type=int, default=8192, help="largest WebSocket message in bytes; larger closes 1009 (default 8192)")
-    p.add_argument("--max-buffer", type=int, default=256 * 1024, help="unsent bytes after which a client that stopped reading is closed (default 262144)")
-    p.add_argument("--ping-interval", type=float, default=20, help="seconds between pings, 0 = none (default 20)")
-    p.add_argument("--ping-timeout", type=float, default=20, help="seconds to wait for a pong (default 20)")
-    p.add_argument("--history", type=int, default=50, help="recent messages shown to a newcomer, 0 = none (default 50)")
+    for name in ("rate_limit", "burst", "max_message", "max_frame", "max_buffer", "ping_interval", "ping_timeout",
+                 "history"):
+        default = getattr(DEFAULTS, name)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                       help=f"{HELP[name]} (default {default:g})")
     p.add_argument("--origin", action="append", default=[], metavar="URL", help="another Origin allowed to connect (repeatable)")
     p.add_argument("--no-compression", action="store_true", help="do not negotiate permessage-deflate")
     p.add_argument("--static", default=None, metavar="DIR", help="serve this folder instead of the course's static/")
@@ -45,6 +44,8 @@ def tap_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8001, help="TCP port to listen on, 0 for any free one (default 8001)")
     p.add_argument("--delay", type=float, default=0, metavar="MS", help="added latency each way, in ms (default 0)")
     p.add_argument("--limit", type=float, default=None, metavar="BYTES_PER_S", help="bandwidth cap per connection and direction")
+    p.add_argument("--width", type=int, default=0, metavar="N",
+                   help="characters of each payload shown; 0 = the whole text, wrapped to the terminal (default 0)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             asyncio.run(serve(args))
         elif args.command == "tap":
-            from .tap.proxy import run_cli
+            from .tap.cli import run_cli
 
-            asyncio.run(run_cli(args.to, args.port, args.host, delay=args.delay, limit=args.limit))
+            asyncio.run(run_cli(args.to, args.port, args.host, delay=args.delay, limit=args.limit, width=args.width))
     except KeyboardInterrupt:
         print("\nstopped", file=sys.stderr)
     except OSError as exc:

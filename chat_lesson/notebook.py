@@ -20,7 +20,8 @@ import html
 import socket
 import threading
 import time
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
 
 T = TypeVar("T")
 
@@ -154,7 +155,7 @@ class CellService:
       "address already in use".
     """
 
-    _by_port: dict[int, "CellService"] = {}   # shared by every kind of service in this process
+    _by_port: dict[int, CellService] = {}   # shared by every kind of service in this process
     host: str
     port: int
     _background: BackgroundLoop | None = None

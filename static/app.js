@@ -27,9 +27,8 @@
   // ---- settings ------------------------------------------------------------
 
   var SUBPROTOCOL = "chat-lesson.v1";
-  var MAX_NAME = 32;            // characters, like the server's check
-  var MAX_TEXT_BYTES = 4096;    // the server counts UTF-8 bytes of the message
-  var MAX_FRAME_BYTES = 8192;   // and closes the connection (1009) on bigger frames
+  // The server's limits arrive in its first event ("welcome"); until then 0 = not known yet.
+  var limits = { max_username: 0, max_message: 0, max_frame: 0 };
   var BACKOFF_FIRST = 500;      // ms before the first reconnect attempt
   var BACKOFF_MAX = 10000;      // ms, the longest wait between attempts
   var STABLE_AFTER = 5000;      // ms open before a connection counts as healthy
@@ -50,7 +49,9 @@
     username: "",
     email: "",
     gravatar: false,
-    online: [],          // [{username, avatar}] from the last presence event
+    online: [],          // [{id, username, avatar}] from the last presence event
+    you: null,           // our connection's id, from the welcome event
+    myIds: {},           // every id we have had (one per connection): our messages carry one of them
     attempt: 0,          // failed connection attempts in a row
     retryAt: 0,          // when the next attempt starts (ms since epoch), if offline
     protocol: "",        // the subprotocol the server picked
@@ -351,7 +352,7 @@
     var text = String(ev.message == null ? "" : ev.message);
     if (!text) return;                               // nothing to show
     var when = parseTime(ev.time);
-    var mine = name === state.username;
+    var mine = ev.from !== undefined && state.myIds[ev.from] === true;   // by id: a name can be copied
 
     var item = el("li", "msg");
     item.dataset.user = name;
@@ -406,7 +407,7 @@
 
   function showPresence(people) {
     state.online = people.map(function (p) {
-      return { username: String(p && p.username != null ? p.username : "?"),
+      return { id: p && p.id, username: String(p && p.username != null ? p.username : "?"),
                avatar: p && typeof p.avatar === "string" ? p.avatar : "" };
     });
     var rows = state.online.map(function (p) {
@@ -414,7 +415,7 @@
       row.dataset.user = p.username;
       row.appendChild(avatar(p.username, p.avatar));
       row.appendChild(el("span", "person-name", p.username));
-      if (p.username === state.username) {
+      if (p.id !== undefined && p.id === state.you) {
         row.classList.add("me");
         row.appendChild(el("span", "person-you", "you"));
       }
@@ -648,6 +649,21 @@
   retryButton.addEventListener("click", reconnectNow);
   window.addEventListener("online", reconnectNow);
 
+  // The server's limits, from its welcome event or, before we connect, from limits.json.
+  function useLimits(given) {
+    if (!given || typeof given !== "object") return;
+    Object.keys(limits).forEach(function (k) {
+      if (typeof given[k] === "number") limits[k] = given[k];
+    });
+    if (limits.max_username) {
+      nameInput.maxLength = limits.max_username;
+      $("username-help").textContent = "1 to " + limits.max_username + " characters.";
+    }
+  }
+  if (window.fetch) {
+    fetch("limits.json").then(function (r) { return r.ok ? r.json() : null; }).then(useLimits, function () {});
+  }
+
   function sendJSON(obj) {
     if (!socket || socket.readyState !== WebSocket.OPEN) return false;
     socket.send(JSON.stringify(obj));
@@ -663,7 +679,7 @@
         showMessage(ev);
         break;
       case "join":
-        if (ev.username === state.username && ownJoinPending) {
+        if (ev.from !== undefined && ev.from === state.you && ownJoinPending) {
           ownJoinPending = false;
           if (state.connections === 1) showSystem("You joined as " + ev.username, "join", ev.time);
         } else {
@@ -672,6 +688,11 @@
         break;
       case "leave":
         showSystem(String(ev.username) + " left", "leave", ev.time);
+        break;
+      case "welcome":                            // who we are, and the server's limits
+        state.you = ev.you;
+        state.myIds[ev.you] = true;
+        useLimits(ev.limits);
         break;
       case "presence":
         if (Array.isArray(ev.online)) showPresence(ev.online);
@@ -698,14 +719,14 @@
       return false;
     }
     var bytes = utf8Bytes(text);
-    if (bytes > MAX_TEXT_BYTES) {
-      notify("Too long: " + bytes + " bytes, the limit is " + MAX_TEXT_BYTES + ".", "warn");
+    if (limits.max_message && bytes > limits.max_message) {
+      notify("Too long: " + bytes + " bytes, the limit is " + limits.max_message + ".", "warn");
       return false;
     }
     // The Go original's shape, so its server would understand us too.
     var frame = JSON.stringify({ username: state.username, email: state.email, message: text });
-    if (utf8Bytes(frame) > MAX_FRAME_BYTES) {          // quotes and backslashes grow in JSON
-      notify("Too long once encoded as JSON: the limit is " + MAX_FRAME_BYTES + " bytes per frame.", "warn");
+    if (limits.max_frame && utf8Bytes(frame) > limits.max_frame) {   // quotes and backslashes grow in JSON
+      notify("Too long once encoded as JSON: the limit is " + limits.max_frame + " bytes per frame.", "warn");
       return false;
     }
     socket.send(frame);
@@ -735,7 +756,8 @@
     e.preventDefault();
     var name = nameInput.value.trim();
     var problem = !name ? "Please choose a name." :
-      codePoints(name) > MAX_NAME ? "At most " + MAX_NAME + " characters, please." : "";
+      limits.max_username && codePoints(name) > limits.max_username ?
+        "At most " + limits.max_username + " characters, please." : "";
     nameError.textContent = problem;
     nameInput.setAttribute("aria-invalid", problem ? "true" : "false");
     if (problem) { nameInput.focus(); return; }

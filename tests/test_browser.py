@@ -16,7 +16,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -46,7 +47,7 @@ class Student:
     sent: list[str] = field(default_factory=list)       # WebSocket frames the page sent
     requests: list[str] = field(default_factory=list)   # every URL the page asked for
 
-    def join(self, name: str, email: str = "") -> "Student":
+    def join(self, name: str, email: str = "") -> Student:
         page = self.page
         page.fill("#username", name)
         page.fill("#email", email)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -12,9 +14,10 @@ import pytest
 
 from chat_lesson.lessons import exercises
 from chat_lesson.lessons.exercises import (
-    BROKEN_HANDSHAKES, EXERCISES, FAULTS, FRAME_HEADER_CASES, REFUSAL_CASES, SCENARIOS, Result, UnknownExercise,
-    Wrong, check, exercise, expect, hint, list_exercises,
+    EXERCISES, LESSON_MODULES, Result, UnknownExercise, Wrong, check, exercise, expect, hint, list_exercises,
 )
+from chat_lesson.lessons.lesson01 import FRAME_HEADER_CASES, SCENARIOS
+from chat_lesson.lessons.lesson02 import BROKEN_HANDSHAKES, FAULTS, REFUSAL_CASES
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -215,3 +218,17 @@ def test_right_message_defaults():
         assert check("98.silent", 1).message == "right!"
     finally:
         EXERCISES.pop("98.silent", None)
+
+
+def test_each_lesson_registers_its_exercises_in_its_own_module():
+    for lesson, module in LESSON_MODULES.items():
+        ids = list_exercises(lesson)
+        assert ids, f"lesson {lesson} registers no exercise"
+        assert {EXERCISES[e].checker.__module__ for e in ids} == {module}
+
+
+def test_check_imports_only_the_lesson_it_needs():
+    code = ("import sys; from chat_lesson.lessons.exercises import get; get('05.me_command'); "
+            "print(*('chat_lesson.lessons.' + m in sys.modules for m in ('lesson05', 'lesson06')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "False"], out.stderr

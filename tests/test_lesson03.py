@@ -17,10 +17,13 @@ from chat_lesson.lessons import plots  # noqa: E402
 from chat_lesson.lessons.exercises import check  # noqa: E402
 from chat_lesson.protocol.frames import (Frame, Opcode, apply_mask, decode_frame, describe, encode_close,  # noqa: E402
                                 encode_frame, header_size)
-from chat_lesson.lessons.lesson03 import (MYSTERY_FRAMES, RFC_EXAMPLES, RFC_KEY, assemble, browser_frames,  # noqa: E402
-                                  buggy_decode, close_code_table, compression_table, decoder_cases, field_table,
-                                  frame_summary, length_table, mask_table, overhead_data, run_chromium, show_payload,
-                                  takeover_table, websockets_parse, websockets_serialize, BrowserUnavailable)
+from chat_lesson.browser import BrowserUnavailable, run_chromium  # noqa: E402
+from chat_lesson.lessons.capture import browser_frames, compression_table  # noqa: E402
+from chat_lesson.lessons.display import show_payload  # noqa: E402
+from chat_lesson.lessons.lesson03 import (MYSTERY_FRAMES, RFC_EXAMPLES, RFC_KEY, assemble,  # noqa: E402
+                                          buggy_decode, close_code_table, decoder_cases, field_table, frame_summary,
+                                          length_table, mask_table, overhead_data, takeover_table, websockets_parse,
+                                          websockets_serialize)
 from chat_lesson.tap import Tap  # noqa: E402
 
 

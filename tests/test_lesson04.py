@@ -12,12 +12,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from chat_lesson import ChatServer
+from chat_lesson.chat.server import SUBPROTOCOL
 
 from chat_lesson.lessons import plots  # noqa: E402
 from chat_lesson.lessons.exercises import check  # noqa: E402
 from chat_lesson.protocol.frames import Frame, Opcode, apply_mask, decode_frame, encode_frame  # noqa: E402
 from chat_lesson.lessons.lesson04 import (DETECTION_SETTINGS, IDLE_TIMEOUTS, SCENARIO, BackgroundClient,  # noqa: E402
-                                  BareClient, idle_timeout_table, measure_detection, measure_rtt, wait_until)
+                                          frame_table, idle_timeout_table, measure_detection, measure_rtt)
+from chat_lesson.notebook import wait_until  # noqa: E402
+from chat_lesson.rawclient import RawClient  # noqa: E402
 from chat_lesson.tap import Tap  # noqa: E402
 
 
@@ -36,29 +39,30 @@ def fast_server():
 # -- by hand ------------------------------------------------------------------------------------
 
 
-def test_bare_client_pings_and_answers_the_servers_pings(fast_server):
-    bare = BareClient(fast_server.port)
-    sent = bare.send(Opcode.PING, b"are you there?", key=b"\x01\x02\x03\x04")
+def test_raw_client_pings_and_answers_the_servers_pings(fast_server):
+    bare = RawClient(fast_server.port, protocols=[SUBPROTOCOL])
+    sent = bare.send_frame(Opcode.PING, b"are you there?", mask_key=b"\x01\x02\x03\x04")
     assert sent[:6] == bytes([0x89, 0x8E, 1, 2, 3, 4]) and sent[6:] == apply_mask(b"are you there?", b"\x01\x02\x03\x04")
-    pong, raw, _ = bare.recv_until(Opcode.PONG)
-    assert raw == bytes([0x8A, 14]) + b"are you there?" and pong.mask_key is None
+    pong = bare.recv_until(Opcode.PONG)
+    assert pong.raw == bytes([0x8A, 14]) + b"are you there?" and pong.frame.mask_key is None
     for _ in range(2):        # answered by hand, the server keeps pinging: we are alive to it
-        ping, raw, t = bare.recv_until(Opcode.PING, timeout=2)
-        assert raw[:2] == bytes([0x89, 4]) and len(ping.payload) == 4      # websockets: 4 random bytes
-        bare.send(Opcode.PONG, ping.payload)
+        ping = bare.recv_until(Opcode.PING, timeout=2)
+        assert ping.raw[:2] == bytes([0x89, 4]) and len(ping.frame.payload) == 4      # websockets: 4 random bytes
+        bare.pong(ping.frame.payload)
+    bare.close_handshake()
     bare.close()
-    rows = bare.table().rows
+    rows = frame_table(bare).rows
     assert [r["opcode"] for r in rows][-2:] == ["CLOSE", "CLOSE"]
     assert [r["dir"] for r in rows if r["opcode"] == "PONG"] == ["←", "→", "→"]
     assert all(r["MASK"] == 1 for r in rows if r["dir"] == "→") and all(r["MASK"] == 0 for r in rows if r["dir"] == "←")
 
 
-def test_bare_client_that_stops_answering_is_closed_with_1011(fast_server):
-    bare = BareClient(fast_server.port)
-    close, _, t = bare.recv_until(Opcode.CLOSE, timeout=3)           # never answers the pings
-    assert close.payload[:2] == (1011).to_bytes(2, "big") and b"keepalive ping timeout" in close.payload
-    assert 0.5 + 0.5 - 0.1 < t < 0.5 + 0.5 + 0.5
-    bare.sock.close()
+def test_raw_client_that_stops_answering_is_closed_with_1011(fast_server):
+    bare = RawClient(fast_server.port, protocols=[SUBPROTOCOL])
+    close = bare.recv_until(Opcode.CLOSE, timeout=3)           # never answers the pings
+    assert close.frame.payload[:2] == (1011).to_bytes(2, "big") and b"keepalive ping timeout" in close.frame.payload
+    assert 0.5 + 0.5 - 0.1 < close.t < 0.5 + 0.5 + 0.5
+    bare.close()
 
 
 def test_background_client_measures_latency_and_keeps_answering(fast_server):

@@ -212,7 +212,7 @@ def test_stop_is_quick_even_while_stalled_and_frees_the_port():
     async def stall():
         sender = await connect(naive.ws_url, max_queue=None)
         await until(lambda: len(naive.clients) == 2)
-        for i in range(200):
+        for _ in range(200):
             try:
                 await asyncio.wait_for(sender.send(message("s", "x" * 65536)), 0.5)
             except (TimeoutError, ConnectionClosed):

@@ -45,6 +45,6 @@ def test_readme_quick_start_is_the_two_make_commands():
 
 
 def test_ci_runs_the_readme_test_command():
-    code = [l for l in (ROOT / ".ci" / "run").read_text().splitlines() if not l.lstrip().startswith("#")]
+    code = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.lstrip().startswith("#")]
     assert "make test" in code
-    assert not any("playwright install" in l for l in code)     # Debian's Chromium, never a download
+    assert not any("playwright install" in line for line in code)     # Debian's Chromium, never a download

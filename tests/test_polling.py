@@ -12,6 +12,7 @@ import pytest
 from chat_lesson import ChatClient, ChatServer
 from chat_lesson.protocol.handshake import parse_head
 from chat_lesson.lessons.polling import PollServer
+from chat_lesson.notebook import wait_until
 
 
 @pytest.fixture
@@ -149,11 +150,13 @@ def test_long_poll_wakes_every_waiter(chat, poll, alice):
     waiters = [threading.Thread(target=wait_for_news) for _ in range(3)]
     for w in waiters:
         w.start()
-    time.sleep(0.3)
+    wait_until(lambda: poll.parked == 3, what="three long polls parked on the server")   # all past `since`
+    said = time.monotonic()
     say(alice, poll, "everyone")
     for w in waiters:
         w.join(5)
     assert [[e["message"] for e in a] for a in answers] == [["everyone"]] * 3
+    assert time.monotonic() - said < 2 and poll.parked == 0     # woken by the message, not by wait=10
 
 
 def test_long_poll_times_out_empty(poll):

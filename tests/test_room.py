@@ -1,4 +1,4 @@
-"""chat_lesson.lessons.lesson05 (the bots, live view and measurements of lessons 05 and 06) and their exercises.
+"""chat_lesson.lessons.lesson05 (bots, the live view) and lesson06 (the flaws, measured), and their exercises.
 
 Real servers on 127.0.0.1, port 0; every wait is bounded.  The measurements
 are checked for what the lessons say about them (the naive room stalls, ours
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import chat_lesson.lessons.exercises_chat  # noqa: F401  (registers the 05.* and 06.* exercises)
 from chat_lesson import ChatClient, ChatServer
-from chat_lesson.lessons import lesson05 as room
+from chat_lesson import browser
+from chat_lesson.lessons import lesson05, lesson06
 from chat_lesson.lessons.exercises import check
-from chat_lesson.lessons.exercises_chat import FLAWS, MAX_BUFFER_CASE, SNIPPETS
+from chat_lesson.lessons.lesson06 import FLAWS, MAX_BUFFER_CASE, SNIPPETS
 from chat_lesson.lessons.naive import NaiveServer
 from chat_lesson.chat.server import ChatError
 
@@ -30,11 +30,11 @@ from chat_lesson.chat.server import ChatError
 
 def test_room_view_records_broadcasts_and_renders_them_escaped():
     with ChatServer(port=0, quiet=True) as server:
-        view = room.RoomView(server, bucket=0.25)
+        view = lesson05.RoomView(server, bucket=0.25)
 
         async def scenario():
             script = [("ada", "<b>hi</b>"), ("grace", "hello"), ("ada", "bye")]
-            assert await room.conversation(server, script, gap=0.05) == 3
+            assert await lesson05.conversation(server, script, gap=0.05) == 3
             async with asyncio.timeout(5):
                 while len(view.messages()) < 3:
                     await asyncio.sleep(0.01)
@@ -54,7 +54,7 @@ def test_ticker_talks_until_cancelled():
     with ChatServer(port=0, quiet=True) as server:
         async def scenario():
             async with ChatClient(server, "listener") as listener:
-                task = asyncio.create_task(room.ticker(server, every=0.05))
+                task = asyncio.create_task(lesson05.ticker(server, every=0.05))
                 for _ in range(3):
                     event = await listener.await_for(lambda e: e["type"] == "message")
                     assert event["username"] == "clock" and event["message"].startswith("tick ")
@@ -66,7 +66,7 @@ def test_ticker_talks_until_cancelled():
 
 
 def test_headroom_counts_every_delivery():
-    result = asyncio.run(room.headroom(n_clients=5, n_messages=20))
+    result = asyncio.run(lesson05.headroom(n_clients=5, n_messages=20))
     assert result["deliveries"] == 100
     assert result["wall_s"] > 0 and result["server_cpu_s"] > 0
     assert result["cpu_us_per_delivery"] == pytest.approx(result["server_cpu_s"] / 100 * 1e6)
@@ -74,17 +74,17 @@ def test_headroom_counts_every_delivery():
 
 def test_settle_waits_until_a_value_stops_changing():
     values = iter([1, 2, 3] + [3] * 1000)
-    assert asyncio.run(room.settle(lambda: next(values), quiet=0.1, timeout=2)) == 3
+    assert asyncio.run(lesson06.settle(lambda: next(values), quiet=0.1, timeout=2)) == 3
 
 
 def test_js_function_and_constant_read_static_app_js():
-    source = room.js_function("connect")
+    source = lesson05.js_function("connect")
     assert source.startswith("function connect(") and source.rstrip().endswith("}")
     assert "new WebSocket(wsURL(), SUBPROTOCOL)" in source
-    assert "textContent" in room.js_function("el")
-    assert room.js_constant("BACKOFF_FIRST") < room.js_constant("BACKOFF_MAX")
+    assert "textContent" in lesson05.js_function("el")
+    assert lesson05.js_constant("BACKOFF_FIRST") < lesson05.js_constant("BACKOFF_MAX")
     with pytest.raises(KeyError):
-        room.js_function("noSuchFunction")
+        lesson05.js_function("noSuchFunction")
 
 
 # -- lesson 06: the flaws, measured on both servers ------------------------------------------
@@ -93,9 +93,9 @@ def test_js_function_and_constant_read_static_app_js():
 def test_stall_timeline_naive_stops_ours_keeps_going():
     big = dict(size=30_000, rate=100, seconds=2.5)     # 3 MB/s: the naive room stalls within about a second
     with NaiveServer(port=0) as naive:
-        stalled = asyncio.run(room.stall_timeline(naive, **big))
+        stalled = asyncio.run(lesson06.stall_timeline(naive, **big))
     with ChatServer(port=0, quiet=True, rate_limit=0, max_message=65536, max_frame=131072) as ours:
-        kept = asyncio.run(room.stall_timeline(ours, **big))
+        kept = asyncio.run(lesson06.stall_timeline(ours, **big))
         assert ours.stats.closed_slow == 1
     assert stalled.delivered < stalled.sent * 3
     assert stalled.rate_between(stalled.seconds - 0.5, stalled.seconds) == 0
@@ -108,9 +108,9 @@ def test_stall_timeline_naive_stops_ours_keeps_going():
 
 def test_flood_naive_relays_all_ours_relays_burst_plus_rate():
     with NaiveServer(port=0) as naive:
-        flooded = asyncio.run(room.flood(naive, seconds=0.3, settle=0.3))
+        flooded = asyncio.run(lesson06.flood(naive, seconds=0.3, settle=0.3))
     with ChatServer(port=0, quiet=True, rate_limit=10, burst=20) as ours:
-        limited = asyncio.run(room.flood(ours, seconds=0.3, settle=0.3))
+        limited = asyncio.run(lesson06.flood(ours, seconds=0.3, settle=0.3))
     assert flooded.relayed == flooded.sent > 100 and flooded.errors == 0
     assert 20 <= limited.relayed <= 20 + 10 * 0.3 + 2
     assert limited.errors == limited.sent - limited.relayed
@@ -118,9 +118,9 @@ def test_flood_naive_relays_all_ours_relays_burst_plus_rate():
 
 def test_big_message_relayed_by_naive_closed_1009_by_ours():
     with NaiveServer(port=0) as naive:
-        relayed = asyncio.run(room.big_message(naive, size=10 * 2**20, others=2))
+        relayed = asyncio.run(lesson06.big_message(naive, size=10 * 2**20, others=2))
     with ChatServer(port=0, quiet=True) as ours:
-        refused = asyncio.run(room.big_message(ours, size=10 * 2**20, others=2))
+        refused = asyncio.run(lesson06.big_message(ours, size=10 * 2**20, others=2))
     assert relayed.received == {"r0": 10 * 2**20, "r1": 10 * 2**20} and relayed.sender_close is None
     assert refused.received == {} and refused.sender_close == 1009
     assert relayed.others_still_chatting and refused.others_still_chatting
@@ -128,16 +128,16 @@ def test_big_message_relayed_by_naive_closed_1009_by_ours():
 
 def test_origin_probe():
     with NaiveServer(port=0) as naive, ChatServer(port=0, quiet=True) as ours:
-        assert asyncio.run(room.origin_probe(naive)).startswith("accepted")
-        assert asyncio.run(room.origin_probe(ours)) == "refused: HTTP 403 for Origin http://evil.example"
-        assert asyncio.run(room.origin_probe(ours, ours.url.rstrip("/"))).startswith("accepted")
+        assert asyncio.run(lesson06.origin_probe(naive)).startswith("accepted")
+        assert asyncio.run(lesson06.origin_probe(ours)) == "refused: HTTP 403 for Origin http://evil.example"
+        assert asyncio.run(lesson06.origin_probe(ours, ours.url.rstrip("/"))).startswith("accepted")
 
 
 def test_email_probe():
     address = "ada.lovelace@school.example"
     with NaiveServer(port=0) as naive, ChatServer(port=0, quiet=True) as ours:
-        leaked = asyncio.run(room.email_probe(naive, address))
-        hashed = asyncio.run(room.email_probe(ours, address))
+        leaked = asyncio.run(lesson06.email_probe(naive, address))
+        hashed = asyncio.run(lesson06.email_probe(ours, address))
     assert leaked["email"] == address
     assert hashed["email"] == "" and hashed["avatar"] == hashlib.md5(address.encode()).hexdigest()
     assert address not in str(hashed)
@@ -145,7 +145,7 @@ def test_email_probe():
 
 def test_bad_handshakes_answered_and_the_server_lives_on():
     with ChatServer(port=0, quiet=True) as server:
-        answers = [answer for _, answer in room.bad_handshakes(server)]
+        answers = [answer for _, answer in lesson06.bad_handshakes(server)]
         assert answers[:3] == ["HTTP/1.1 400 Bad Request", "HTTP/1.1 426 Upgrade Required", "HTTP/1.1 400 Bad Request"]
 
         async def still_alive():
@@ -158,7 +158,7 @@ def test_bad_handshakes_answered_and_the_server_lives_on():
 
 def test_stuck_client_completes_the_handshake_and_is_closed_by_ours():
     with ChatServer(port=0, quiet=True, rate_limit=0, max_buffer=64 * 1024) as server:
-        stuck = room.stuck_client(server)
+        stuck = lesson06.stuck_client(server)
         try:
             async def talk():
                 async with ChatClient(server, "talker", legacy=True) as c:
@@ -186,30 +186,30 @@ IN_CI = os.environ.get("CI") == "true"
 
 
 def test_browser_available_explains_what_is_missing(monkeypatch):
-    monkeypatch.setattr(room, "CHROMIUM", "/nonexistent/chromium")
-    assert "no Chromium at /nonexistent/chromium" in room.browser_available()
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    assert "Chromium not found at /nonexistent/chromium" in lesson06.browser_available()
 
 
 @pytest.mark.browser
 def test_browser_xss_runs_only_on_the_innerhtml_page_of_the_naive_server():
-    reason = room.browser_available()
+    reason = lesson06.browser_available()
     if reason:
         if IN_CI:
             pytest.fail(reason)
         pytest.skip(reason)
     with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "index.html").write_text(room.INNER_HTML_PAGE)
+        (Path(folder) / "index.html").write_text(lesson06.INNER_HTML_PAGE)
         with NaiveServer(port=0, static=folder) as naive, ChatServer(port=0, quiet=True, static=folder) as escaping, \
                 ChatServer(port=0, quiet=True) as ours:
-            results = room.browser_xss([
+            results = lesson06.browser_xss([
                 ("naive", naive.url, naive.ws_url, "innerhtml"),
                 ("escaping", escaping.url, escaping.ws_url, "innerhtml"),
                 ("ours", ours.url, ours.ws_url, "ours"),
             ])
     by = {r.label: r for r in results}
     assert by["naive"].pwned and by["naive"].images == 1
-    assert not by["escaping"].pwned and by["escaping"].images == 0 and room.XSS in by["escaping"].shown
-    assert not by["ours"].pwned and by["ours"].images == 0 and by["ours"].shown == room.XSS
+    assert not by["escaping"].pwned and by["escaping"].images == 0 and lesson06.XSS in by["escaping"].shown
+    assert not by["ours"].pwned and by["ours"].images == 0 and by["ours"].shown == lesson06.XSS
 
 
 # -- the exercises of lessons 05 and 06 ---------------------------------------------------
@@ -223,8 +223,8 @@ def good_me(username, args):
 
 @pytest.mark.parametrize("exercise_id,answer", [
     ("05.me_command", good_me),
-    ("05.deliveries", {"message": 5, "join": 14}),
-    ("05.deliveries", {"message": "5", "join": 14.0}),
+    ("05.deliveries", {"message": 5, "join": 15}),
+    ("05.deliveries", {"message": "5", "join": 15.0}),
     ("06.find_the_flaw", {"A": "stall", "B": "html", "C": "email", "D": "fatal"}),
     ("06.max_buffer", 30_000),
     ("06.max_buffer", 32 * 1024),
@@ -248,11 +248,11 @@ def crashing_me(username, args):
     ("05.me_command", no_error_me, "should be refused"),
     ("05.me_command", crashing_me, "KeyError"),
     ("05.me_command", "* alice waves", "function itself"),
-    ("05.deliveries", {"message": 4, "join": 14}, "sender gets its own message"),
-    ("05.deliveries", {"message": 5, "join": 7}, "the newcomer gets a presence"),
-    ("05.deliveries", {"message": "five", "join": 14}, "number of frames"),
-    ("05.deliveries", {"message": 5, "join": 13}, "history"),
-    ("05.deliveries", {"message": 5.5, "join": 14}, "sender gets its own message"),
+    ("05.deliveries", {"message": 4, "join": 15}, "sender gets its own message"),
+    ("05.deliveries", {"message": 5, "join": 7}, "the newcomer hears a welcome"),
+    ("05.deliveries", {"message": "five", "join": 15}, "number of frames"),
+    ("05.deliveries", {"message": 5, "join": 14}, "history"),
+    ("05.deliveries", {"message": 5.5, "join": 15}, "sender gets its own message"),
     ("06.find_the_flaw", {"A": "race", "B": "html", "C": "email", "D": "fatal"}, "3 of 4"),
     ("06.find_the_flaw", {"A": "stall", "B": "html", "C": "email", "D": "oops"}, "choose"),
     ("06.max_buffer", 30_000 * 30, "all 30 clients"),

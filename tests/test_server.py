@@ -15,7 +15,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chat_lesson import ChatClient, ChatServer
 from chat_lesson.protocol.handshake import accept_key, build_request
-from chat_lesson.chat.server import SUBPROTOCOL, avatar_hash, static_file
+from chat_lesson.chat.room import avatar_hash
+from chat_lesson.chat.static import static_file
+from chat_lesson.chat.wire import DEFAULTS, SUBPROTOCOL
 
 from helpers import get, raw_http, until
 
@@ -53,9 +55,10 @@ def test_join_leave_and_presence(server):
         seen = await alice.await_for(lambda e: e["type"] == "join" and e["username"] == "bob")
         assert seen["avatar"] == ""
         presence = await alice.await_for(lambda e: e["type"] == "presence" and len(e["online"]) == 2)
+        alice_id, bob_id = seen["from"] - 1, seen["from"]    # ids in the order of connection
         assert presence["online"] == [
-            {"username": "alice", "avatar": avatar_hash("alice@example.com")},
-            {"username": "bob", "avatar": ""},
+            {"id": alice_id, "username": "alice", "avatar": avatar_hash("alice@example.com")},
+            {"id": bob_id, "username": "bob", "avatar": ""},
         ]
         assert server.clients == ["alice", "bob"]
         await bob.aclose()
@@ -69,12 +72,14 @@ def test_join_leave_and_presence(server):
     asyncio.run(scenario())
 
 
-def test_new_connection_gets_presence_before_joining(server):
+def test_new_connection_gets_welcome_then_presence_before_joining(server):
     async def scenario():
         alice = await joined(server, "alice")
         async with connect(server.ws_url, subprotocols=[SUBPROTOCOL]) as ws:
-            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
-            assert first == {"type": "presence", "online": [{"username": "alice", "avatar": ""}]}
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert welcome == {"type": "welcome", "you": 2, "limits": DEFAULTS.public()}
+            second = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert second == {"type": "presence", "online": [{"id": 1, "username": "alice", "avatar": ""}]}
         await alice.aclose()
 
     asyncio.run(scenario())
@@ -323,7 +328,7 @@ def exchange(server: ChatServer, n_clients: int, n_messages: int, size: int, win
 
         readers = [asyncio.create_task(reader(c, got)) for c, got in zip(clients, received)]
         for i in range(n_messages):
-            await until(lambda: min(map(len, received)) >= i - window)
+            await until(lambda i=i: min(map(len, received)) >= i - window)
             await clients[i % n_clients].asend(f"{i:05d}" + "x" * size)
         async with asyncio.timeout(30):
             await asyncio.gather(*readers)
@@ -370,8 +375,8 @@ def test_heartbeat_keeps_a_live_peer():
             alice = await joined(server, "alice")
             # websockets answers the server's pings for us; the server's side of
             # the connection measures the round trip when the pong comes back.
-            (member,) = server._members.values()
-            await until(lambda: member.connection.latency > 0)
+            (connection,) = server._connections.values()
+            await until(lambda: connection.latency > 0)
             await alice.asend("still alive")
             assert (await alice.arecv(type="message"))["message"] == "still alive"
             await alice.aclose()
@@ -380,7 +385,7 @@ def test_heartbeat_keeps_a_live_peer():
 
 
 def test_logging_goes_through_logging(caplog):
-    with caplog.at_level(logging.INFO, logger="chat_lesson.chat.server"):
+    with caplog.at_level(logging.INFO, logger="chat_lesson"):
         with ChatServer(port=0, quiet=True) as server:
             client = ChatClient(server, "logger-test").connect()
             client.recv(type="join")
@@ -430,7 +435,8 @@ def test_bad_handshakes_get_http_errors_and_the_server_lives_on(server):
     wrong_version = build_request(f"127.0.0.1:{port}", "/ws").replace(b"Version: 13", b"Version: 8")
     answer = raw_http(port, wrong_version)
     assert answer.startswith(b"HTTP/1.1 426") and b"Sec-WebSocket-Version: 13" in answer
-    no_key = b"\r\n".join(l for l in build_request(f"127.0.0.1:{port}", "/ws").split(b"\r\n") if not l.startswith(b"Sec-WebSocket-Key"))
+    no_key = b"\r\n".join(line for line in build_request(f"127.0.0.1:{port}", "/ws").split(b"\r\n")
+                          if not line.startswith(b"Sec-WebSocket-Key"))
     assert raw_http(port, no_key).startswith(b"HTTP/1.1 400")
     # a reset before the 101 (the Go original dies of it)
     s = socket.create_connection(("127.0.0.1", port))
@@ -595,6 +601,7 @@ def test_newcomers_get_recent_history_after_presence():
                 await alice.asend(f"m{i}")
             await alice.await_for(lambda e: e.get("message") == "m4")
             async with connect(server.ws_url, subprotocols=[SUBPROTOCOL]) as late, connect(server.ws_url) as legacy:
+                assert json.loads(await asyncio.wait_for(late.recv(), 5))["type"] == "welcome"
                 first = json.loads(await asyncio.wait_for(late.recv(), 5))
                 second = json.loads(await asyncio.wait_for(late.recv(), 5))
                 assert first["type"] == "presence"
@@ -613,4 +620,11 @@ def test_history_zero_sends_none():
             a.send("x")
             a.recv(type="message")
         with ChatClient(server, "b") as b:
-            assert [e["type"] for e in b.events(timeout=0.3)] == ["presence", "join", "presence"]
+            assert [e["type"] for e in b.events(timeout=0.3)] == ["welcome", "presence", "join", "presence"]
+
+
+def test_the_page_reads_the_rooms_limits_from_one_place():
+    with ChatServer(port=0, quiet=True, max_message=100) as server:
+        status, headers, body = get(server.port, "/limits.json")
+        assert status == 200 and headers["content-type"] == "application/json"
+        assert json.loads(body) == {**DEFAULTS.public(), "max_message": 100}

@@ -28,16 +28,20 @@ from websockets.protocol import State
 
 from chat_lesson import ChatClient, ChatServer
 
-from chat_lesson.protocol import deflate
 from chat_lesson import browser as chromium
 from chat_lesson.notebook import wait_until
 from helpers import unavailable, until
-from chat_lesson.protocol.frames import (Frame, IncompleteFrame, Message, MessageAssembler, Opcode, apply_mask, decode_frame,
-                                encode_close, encode_frame, header_size)
-from chat_lesson.protocol.handshake import build_request, check_request, check_response, make_key, parse_head, split_head
+from chat_lesson import rawclient
+from chat_lesson.protocol.frames import Frame, Opcode, apply_mask, encode_close, encode_frame, header_size
+from chat_lesson.protocol.handshake import check_request, parse_head
 from chat_lesson.notebook import BackgroundLoop
 from chat_lesson.chat.server import SUBPROTOCOL
 from chat_lesson.tap import FrameTable, Tap
+from chat_lesson.protocol import deflate
+from chat_lesson.protocol.handshake import build_request, make_key
+from chat_lesson.tap.cli import INDENT, render
+from chat_lesson.tap.recorder import Recorder
+from chat_lesson.tap.records import Event, FrameRecord, HttpRecord, ReadRecord, printable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,71 +54,24 @@ def closed(tap: Tap, conn: int | None = None):
     return tap.events("close", conn)
 
 
-class RawClient:
-    """A WebSocket client made of one socket and the course's pure code, counting every byte.
+class RawClient(rawclient.RawClient):
+    """The course's raw client (chat_lesson.rawclient), which counts every byte, plus what these tests read.
 
-    Sends what we tell it, byte for byte, so a test knows exactly what went
-    into the tap, and counts every byte received.
+    It sends what we tell it, byte for byte, so a test knows exactly what
+    went into the tap.  ``recv_event`` is the next chat event; ``buffer``
+    the bytes received and not yet taken out as a head or frame.
     """
-
-    def __init__(self, port: int, protocols=(), extensions=(), path: str = "/ws") -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.sent = self.received = 0
-        self.buffer = b""
-        self.key = make_key()
-        self.request = build_request(f"127.0.0.1:{port}", path, self.key, protocols=protocols, extensions=extensions)
-        self.send_raw(self.request)
-        self.response_head = self.read_head()
-        self.response = check_response(self.key, self.response_head, protocols, extensions)
-        contexts = deflate.contexts(self.response.headers.get("Sec-WebSocket-Extensions"), "client")
-        self.assembler = MessageAssembler(contexts[1] if contexts else None)
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-        self.sent += len(data)
-
-    def send_frame(self, opcode: Opcode, payload: bytes, fin: bool = True) -> bytes:
-        data = encode_frame(Frame(fin, opcode, payload), mask_key=os.urandom(4))
-        self.send_raw(data)
-        return data
-
-    def recv_some(self) -> bytes:
-        data = self.sock.recv(65536)
-        self.received += len(data)
-        self.buffer += data
-        return data
-
-    def read_head(self) -> bytes:
-        while (split := split_head(self.buffer)) is None:
-            if not self.recv_some():
-                raise EOFError("connection closed before the response head")
-        head, self.buffer = split
-        return head
-
-    def recv_frame(self) -> Frame:
-        while True:
-            try:
-                frame, used = decode_frame(self.buffer, masked=False)
-            except IncompleteFrame:
-                if not self.recv_some():
-                    raise EOFError("connection closed in the middle of a frame") from None
-                continue
-            self.buffer = self.buffer[used:]
-            return frame
 
     def recv_event(self) -> dict:
         """The next chat event (JSON text message), skipping control frames."""
-        while True:
-            for done in self.assembler.feed(self.recv_frame()):
-                if isinstance(done, Message):
-                    return json.loads(done.data)
+        return json.loads(self.recv_message().data)
 
-    def read_to_eof(self) -> None:
-        while self.recv_some():
-            pass
-
-    def close(self) -> None:
-        self.sock.close()
+    @property
+    def buffer(self) -> bytes:
+        data = self.reader.take()
+        if data:
+            self.reader.receive_data(data)      # put back: only looked at
+        return data
 
 
 class RawTarget:
@@ -174,6 +131,150 @@ def raw_target():
 async def echo(ws) -> None:
     async for message in ws:
         await ws.send(message)
+
+
+# -- 0. the recorder alone: bytes in, records out, no sockets ---------------------------------------
+
+AGREED = "permessage-deflate; client_no_context_takeover; client_max_window_bits=10"
+
+
+def handshake(extensions: str | None = AGREED) -> tuple[bytes, bytes]:
+    """An upgrade request and the 101 that accepts it, agreeing on ``extensions``."""
+    request = build_request("127.0.0.1:8000", "/ws", make_key(), extensions=["permessage-deflate; client_max_window_bits"])
+    answer = check_request(request)
+    if extensions:
+        answer.headers = type(answer.headers)([*answer.headers, ("Sec-WebSocket-Extensions", extensions)])
+    return request, answer.to_bytes()
+
+
+def feed(recorder: Recorder, direction: str, data: bytes, step: int | None) -> list:
+    """Give ``data`` to the recorder in reads of ``step`` bytes (None: one read); all the records back."""
+    step = step or len(data)
+    return [r for i in range(0, len(data), step) for r in recorder.receive(direction, data[i: i + step], t=i / 1000)]
+
+
+@pytest.mark.parametrize("step", [None, 1, 7])
+def test_recorder_decodes_both_directions_read_by_read(step):
+    """A whole conversation, as one read per direction or split at every byte: the same records."""
+    request, response = handshake()
+    c2s_params, s2c_params = deflate.params_from_extension_header(AGREED)
+    to_server = deflate.Deflater(c2s_params.no_context_takeover, c2s_params.window_bits)
+    to_client = deflate.Deflater(s2c_params.no_context_takeover, s2c_params.window_bits)
+    said = "the same words again and again " * 8
+    client_frames = [
+        Frame(True, Opcode.TEXT, b"plain hello"),
+        Frame(False, Opcode.TEXT, b"in two "),
+        Frame(True, Opcode.PING, b"between"),               # a control frame between fragments (RFC 6455 §5.4)
+        Frame(True, Opcode.CONT, b"pieces"),
+        Frame(True, Opcode.TEXT, to_server.compress(said.encode()), rsv1=True),
+        Frame(True, Opcode.BINARY, bytes(range(256))),       # 16-bit length form
+        Frame(True, Opcode.CLOSE, encode_close(1000, "bye")),
+    ]
+    server_frames = [
+        Frame(True, Opcode.TEXT, to_client.compress(said.encode()), rsv1=True),
+        Frame(True, Opcode.TEXT, to_client.compress(said.encode()), rsv1=True),   # tiny: refers to the first
+        Frame(True, Opcode.PONG, b"between"),
+        Frame(True, Opcode.CLOSE, encode_close(1000, "")),
+    ]
+    sent = [encode_frame(f, mask_key=os.urandom(4)) for f in client_frames]
+    answered = [encode_frame(f) for f in server_frames]
+    assert len(server_frames[1].payload) < len(server_frames[0].payload) / 2     # context takeover in s2c
+
+    recorder = Recorder(conn=7)
+    records = feed(recorder, "c2s", request + b"".join(sent), step)      # all before the 101: c2s must wait
+    assert [type(r).__name__ for r in records if not isinstance(r, ReadRecord)] == ["HttpRecord"]
+    records += feed(recorder, "s2c", response + b"".join(answered), step)
+    records += recorder.finish(1.0)
+
+    assert {r.n for r in records} == {0} and {r.conn for r in records} == {7}    # the caller numbers them
+    heads = [r for r in records if isinstance(r, HttpRecord)]
+    assert [(h.direction, h.start_line) for h in heads] == [
+        ("c2s", "GET /ws HTTP/1.1"), ("s2c", "HTTP/1.1 101 Switching Protocols")]
+    assert [h.raw for h in heads] == [request, response]
+    events = [r for r in records if isinstance(r, Event)]
+    assert [e.kind for e in events] == ["upgrade"]
+    assert "c2s 10-bit window, no context takeover, s2c 15-bit window" in events[0].detail
+    assert recorder.upgraded and recorder.extensions == AGREED and recorder.errors == {"c2s": None, "s2c": None}
+
+    frames = [r for r in records if isinstance(r, FrameRecord)]
+    c2s = [f for f in frames if f.direction == "c2s"]
+    s2c = [f for f in frames if f.direction == "s2c"]
+    assert [f.raw for f in c2s] == sent and [f.raw for f in s2c] == answered      # byte for byte
+    assert all(f.masked and f.raw[f.header_bytes:] == apply_mask(f.payload, f.key) for f in c2s)
+    assert not any(f.masked for f in s2c)
+    assert [f.opcode.name for f in c2s] == ["TEXT", "TEXT", "PING", "CONT", "TEXT", "BINARY", "CLOSE"]
+    assert [f.message for f in c2s] == ["plain hello", None, None, "in two pieces", said, bytes(range(256)), None]
+    assert c2s[3].fragments == 2 and c2s[2].message_opcode is None
+    assert c2s[4].compressed and c2s[4].inflated == said and not c2s[0].compressed
+    assert (c2s[5].form, c2s[5].header_bytes) == ("16-bit", 8)
+    assert (c2s[6].close_code, c2s[6].close_reason) == (1000, "bye")
+    assert [f.inflated for f in s2c[:2]] == [said, said] and s2c[2].payload == b"between"
+
+    for direction, stream in (("c2s", request + b"".join(sent)), ("s2c", response + b"".join(answered))):
+        counts = recorder.counts[direction]
+        assert b"".join(r.data for r in records if isinstance(r, ReadRecord) and r.direction == direction) == stream
+        assert counts.total == len(stream) and counts.http == len(stream) - sum(
+            f.wire_bytes for f in frames if f.direction == direction)
+        assert counts.other == counts.pending == counts.forwarded == 0
+    assert recorder.counts["c2s"].mask == 4 * len(sent) and recorder.counts["s2c"].mask == 0
+
+
+def test_recorder_a_broken_frame_stops_its_direction_only():
+    request, response = handshake(None)
+    recorder = Recorder()
+    recorder.receive("c2s", request)
+    recorder.receive("s2c", response)
+    garbage = b"\x83\x80" + os.urandom(4) + b"not a frame" * 3             # 0x3: a reserved opcode
+    records = recorder.receive("c2s", garbage, t=0.5)
+    errors = [r for r in records if isinstance(r, Event)]
+    assert len(errors) == 1 and errors[0].kind == "error" and errors[0].t == 0.5
+    assert "reserved" in recorder.errors["c2s"] and "reserved" in errors[0].detail
+    more = encode_frame(Frame(True, Opcode.TEXT, b"ignored"), mask_key=b"abcd")
+    assert [type(r) for r in recorder.receive("c2s", more)] == [ReadRecord]        # no longer decoded ...
+    assert recorder.counts["c2s"].other == len(garbage) + len(more)              # ... counted as "other"
+    frames = [r for r in recorder.receive("s2c", encode_frame(Frame(True, Opcode.TEXT, b"still fine")))
+              if isinstance(r, FrameRecord)]
+    assert [f.payload for f in frames] == [b"still fine"] and recorder.errors["s2c"] is None
+    half = encode_frame(Frame(True, Opcode.TEXT, b"cut short"))[:5]
+    recorder.receive("s2c", half)
+    assert recorder.counts["s2c"].pending == 5
+    (left,) = recorder.finish(2.0)
+    assert left.kind == "error" and "5 byte(s) left undecoded" in left.detail and left.t == 2.0
+    assert recorder.counts["s2c"].pending == 0 and recorder.counts["s2c"].other == 5
+
+
+def test_recorder_a_refused_upgrade_goes_back_to_http():
+    """The client pipelines a request after its upgrade request; the 403 sends c2s back to HTTP."""
+    request, _ = handshake(None)
+    recorder = Recorder()
+    recorder.receive("c2s", request + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    records = recorder.receive("s2c", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 3\r\n\r\nno!")
+    heads = [(r.direction, r.start_line, r.body_length) for r in records if isinstance(r, HttpRecord)]
+    assert heads == [("s2c", "HTTP/1.1 403 Forbidden", 3), ("c2s", "GET /next HTTP/1.1", 0)]
+    assert not recorder.upgraded and recorder.counts["s2c"].payload == 3
+    assert all(c.pending == c.other == 0 for c in recorder.counts.values())
+
+
+def test_wire_text_is_printed_escaped():
+    """A close reason or a payload with terminal escapes shows them as text: they never reach the terminal raw."""
+    request, response = handshake(None)
+    recorder = Recorder()
+    recorder.receive("c2s", request)
+    recorder.receive("s2c", response)
+    nasty = "\x1b[2J\x1b]0;pwned\x07\u202eevil"
+    wire = (encode_frame(Frame(True, Opcode.TEXT, nasty.encode()), mask_key=b"abcd")
+            + encode_frame(Frame(True, Opcode.CLOSE, encode_close(1000, nasty)), mask_key=b"abcd"))
+    text, close = [r for r in recorder.receive("c2s", wire) if isinstance(r, FrameRecord)]
+    assert close.close_reason == nasty                                   # the record keeps the truth
+    shown = "\\x1b[2J\\x1b]0;pwned\\x07\\u202eevil"
+    for output in (text.line(), close.line(), str(FrameTable([text, close])), render(close, 0, 200),
+                   Event(0, 0, 0, "error", 1, "c2s", nasty).line()):
+        assert not any(c in output for c in "\x1b\x07\u202e") and shown in output
+    first, *wrapped = render(close, 0, 40).split("\n")                    # too wide: wrapped under an indent
+    assert first == close.fields() and all(line.startswith(INDENT) for line in wrapped)
+    assert "".join(line.removeprefix(INDENT) for line in wrapped) == "1000 " + shown
+    assert printable("café ☕ \\ \t") == "café ☕ \\\\ \\t"
+    assert render(text, 10, 200).endswith("  \\x1b[2J\\x…")                   # --width 10: cut, one line
 
 
 # -- 1. what goes through is what is recorded, byte for byte --------------------------------
@@ -595,6 +696,23 @@ def test_twenty_simultaneous_connections():
             assert conn["counters"][d]["pending"] == conn["counters"][d]["other"] == 0
 
 
+def test_closed_connections_are_forgotten_past_max_closed(raw_target):
+    """Records of at most ``max_closed`` ended connections are kept; the tap's byte sums keep them all."""
+    sent = 0
+    with Tap(("127.0.0.1", raw_target.port), quiet=True, max_closed=2) as tap:
+        for i in range(1, 5):
+            client = RawClient(tap.port)
+            client.send_frame(Opcode.TEXT, f"connection {i}".encode())
+            client.close()
+            sent += client.sent
+            wait_until(lambda i=i: closed(tap, i), what=f"connection {i} to end")
+        assert [c["conn"] for c in tap.connections()] == [3, 4]
+        assert {f.conn for f in tap.frames()} == {r.conn for r in tap.reads()} == {h.conn for h in tap.http()} == {3, 4}
+        assert {e.conn for e in tap.events()} == {None, 3, 4}
+        assert tap.counters()["c2s"]["total"] == tap.counters()["c2s"]["forwarded"] == sent
+        assert tap.counters(conn=1)["c2s"]["total"] == 0
+
+
 # -- 6. faults ---------------------------------------------------------------------------------------------------
 
 
@@ -686,9 +804,9 @@ def test_freeze_holds_bytes_and_thaw_releases_them():
 # -- 7. the command line -------------------------------------------------------------------------------------------
 
 
-def test_cli_prints_frames_and_stops_on_ctrl_c():
+def test_cli_prints_whole_messages_wrapped_and_stops_on_ctrl_c():
     with ChatServer(port=0, quiet=True) as server:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "100"}
         proc = subprocess.Popen([sys.executable, "-m", "chat_lesson", "tap", "--to", f"127.0.0.1:{server.port}",
                                  "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -705,10 +823,21 @@ def test_cli_prints_frames_and_stops_on_ctrl_c():
         try:
             url = next_line_with(r"Tap listening on http://127\.0\.0\.1:\d+/")
             port = int(re.search(r":(\d+)/", url).group(1))
+            said = "via cli: " + "a message longer than any preview, " * 6          # > 200 characters
             with ChatClient(f"ws://127.0.0.1:{port}/ws", "cli") as client:
-                client.send("via cli")
-                line = next_line_with(r"via cli")
-            assert re.search(r"c1 → #\d+\s+TEXT\s+FIN=1 RSV1=1 MASK=1 key=[0-9a-f]{8} len=\d+ \(7-bit\) hdr=6", line)
+                client.send(said)
+                # a record: its first line, then the lines indented under it (the payload, wrapped)
+                record: list[str] = []
+                shown: dict[str, list[str]] = {}
+                while len(shown) < 2:                          # the client's frame and the server's broadcast
+                    line = lines.get(timeout=10).rstrip("\n")
+                    record = record + [line.removeprefix(INDENT)] if line.startswith(INDENT) else [line]
+                    if said in "".join(record[1:]):
+                        shown[record[0]] = record
+            sent, broadcast = sorted(shown, key=lambda first: "←" in first)
+            assert re.search(r"c1 → #\d+\s+TEXT\s+FIN=1 RSV1=1 MASK=1 key=[0-9a-f]{8} len=\d+ \(7-bit\) hdr=6$", sent)
+            assert re.search(r"c1 ← #\d+\s+TEXT\s+FIN=1 RSV1=[01] MASK=0 len=\d+ \((7|16)-bit\) hdr=[24]$", broadcast)
+            assert all(len(line) <= 100 for line in shown[sent])                      # wrapped (COLUMNS=100)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=5) == 0
         finally:

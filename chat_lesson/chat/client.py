@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -55,7 +56,7 @@ class ChatClient:
 
     # -- async ----------------------------------------------------------------
 
-    async def aconnect(self) -> "ChatClient":
+    async def aconnect(self) -> ChatClient:
         subprotocols = None if self.legacy else [SUBPROTOCOL]
         self.ws = await connect(self.url, subprotocols=subprotocols, **self.options)
         if not self.legacy:
@@ -101,7 +102,7 @@ class ChatClient:
         if self.ws is not None:
             await self.ws.close()
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> ChatClient:
         return await self.aconnect()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -112,7 +113,7 @@ class ChatClient:
 
     # -- sync: the same, for a plain cell or script ---------------------------
 
-    def connect(self) -> "ChatClient":
+    def connect(self) -> ChatClient:
         return run(self.aconnect())
 
     def send(self, message: str) -> None:
@@ -138,7 +139,7 @@ class ChatClient:
     def close(self) -> None:
         run(self.aclose())
 
-    def __enter__(self) -> "ChatClient":
+    def __enter__(self) -> ChatClient:
         return self.connect()
 
     def __exit__(self, *exc: object) -> None:

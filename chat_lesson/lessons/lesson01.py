@@ -1,481 +1,31 @@
-"""Lesson 01's measurement: one stream of chat messages, delivered four ways.
+"""Lesson 01: HTTP polling against WebSocket push, measured; its figures and exercises.
 
-A sender posts chat messages at random moments, ``rate`` per second on
-average, each stamped with the time it was sent.  Four receivers get the same
-messages at the same time, each its own way:
+The measurement itself (four receivers of one stream of chat messages,
+every byte counted) is :mod:`chat_lesson.lessons.four_ways`; :func:`measure`
+and the names a notebook needs are here too, so lesson 01 imports one module::
 
-1. ``short_close``: short polling, a new TCP connection for every request
-   (``Connection: close``, as HTTP/1.0 did by default);
-2. ``short_keepalive``: short polling on one kept-alive HTTP/1.1 connection;
-3. ``long_poll``: long polling on one kept-alive connection: the server holds
-   each request until a message exists, the client asks again at once;
-4. ``websocket``: WebSocket push: one handshake, then the server sends each
-   message as one frame.
+    m = lesson01.measure(chat, poll)        # about 10 s
+    lesson01.plot_bytes(m); lesson01.plot_latency(m); lesson01.plot_idle(m)
 
-Every receiver talks through a :class:`Stream` that counts each byte its
-program hands to the kernel or gets from it (TCP payload: HTTP heads and
-bodies, the WebSocket handshake, frame headers and payloads; not the
-TCP/IP packet headers below them).  The WebSocket receiver is written
-with the course's own pure code (``handshake``, ``frames``), so nothing is
-hidden in a library.  After the messages, ``idle`` seconds with nothing to
-say show what each way spends on nothing.
-
->>> m = measure(chat, poll)            # doctest: +SKIP  (about 10 s)
->>> m                                  # doctest: +SKIP  (a table)
->>> plot_bytes(m); plot_latency(m); plot_idle(m)   # doctest: +SKIP
+Exercises: ``01.short_poll_delay``, ``01.frame_header_bytes``, ``01.when_to_use``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import html
-import json
-import os
-import random
-import re
-import secrets
-import time
-import urllib.parse
-from typing import Any, Iterable, Sequence
+import math
+from typing import Any
+from collections.abc import Sequence
 
-from ..chat.client import ChatClient
-from ..protocol.frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame, header_size
-from ..protocol.handshake import build_request, check_response, make_key, parse_head
-from ..notebook import BackgroundLoop
-from ..chat.server import SUBPROTOCOL
+from ..protocol import frames
+from ..protocol.frames import header_size
+from .exercises import exercise, expect, need_dict, need_function
+from .four_ways import COLOURS, LABELS, LINESTYLES, SHORT_LABELS, WAYS, Measurement, fmt_ms, measure, poll_request
 
-USER_AGENT = "chat-lesson-poller/1.0"
+__all__ = ["ARTICLE_TABLE", "FRAME_HEADER_CASES", "LABELS", "PAYLOAD_SIZES", "SCENARIOS", "WAYS", "Measurement",
+           "measure", "overhead_rows", "plot_bytes", "plot_idle", "plot_latency", "plot_overhead", "poll_request"]
 
-WAYS = ("short_close", "short_keepalive", "long_poll", "websocket")
-LABELS = {
-    "short_close": "short poll, new connection each time",
-    "short_keepalive": "short poll, kept-alive connection",
-    "long_poll": "long poll",
-    "websocket": "WebSocket push",
-}
-SHORT_LABELS = {
-    "short_close": "short poll\n(new conn.)",
-    "short_keepalive": "short poll\n(keep-alive)",
-    "long_poll": "long poll",
-    "websocket": "WebSocket",
-}
-LINESTYLES = {"short_close": "--", "short_keepalive": "-", "long_poll": "-", "websocket": "-"}
-COLOURS = {"short_close": "#d62728", "short_keepalive": "#ff7f0e", "long_poll": "#9467bd", "websocket": "#2ca02c"}
 
-
-# -- counting bytes ------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Tally:
-    """What one receiver spent: bytes each way, of which payload, requests and connections."""
-
-    sent: int = 0            # bytes written to the socket
-    received: int = 0        # bytes read from the socket
-    payload: int = 0         # of those read: HTTP bodies / WebSocket frame payloads
-    requests: int = 0        # HTTP requests (or WebSocket handshakes) sent
-    connections: int = 0     # TCP connections opened
-
-    @property
-    def total(self) -> int:
-        return self.sent + self.received
-
-    @property
-    def overhead(self) -> int:
-        """Everything that is not payload: HTTP heads, frame headers, the handshake."""
-        return self.total - self.payload
-
-    def __sub__(self, other: "Tally") -> "Tally":
-        return Tally(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
-
-    def copy(self) -> "Tally":
-        return dataclasses.replace(self)
-
-
-class Stream:
-    """A TCP connection on asyncio streams that counts every byte into a :class:`Tally`."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tally: Tally) -> None:
-        self.reader, self.writer, self.tally = reader, writer, tally
-
-    @classmethod
-    async def open(cls, host: str, port: int, tally: Tally) -> "Stream":
-        reader, writer = await asyncio.open_connection(host, port)
-        tally.connections += 1
-        return cls(reader, writer, tally)
-
-    async def write(self, data: bytes) -> None:
-        self.writer.write(data)
-        self.tally.sent += len(data)
-        await self.writer.drain()
-
-    async def read_until(self, separator: bytes) -> bytes:
-        data = await self.reader.readuntil(separator)
-        self.tally.received += len(data)
-        return data
-
-    async def read_exactly(self, n: int) -> bytes:
-        data = await self.reader.readexactly(n)
-        self.tally.received += len(data)
-        return data
-
-    async def read_some(self, n: int = 65536) -> bytes:
-        data = await self.reader.read(n)
-        if not data:
-            raise ConnectionError("the server closed the connection")
-        self.tally.received += len(data)
-        return data
-
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await self.writer.wait_closed()
-        except ConnectionError:
-            pass
-
-
-def poll_request(host: str, path: str, close: bool) -> bytes:
-    """The bytes of one poll request: a modest head (a browser would add more fields)."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", f"User-Agent: {USER_AGENT}", "Accept: application/json"]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def http_get(stream: Stream, host: str, path: str, close: bool) -> tuple[bytes, bytes, bytes]:
-    """Send one GET on ``stream``; return (request bytes, response head bytes, body)."""
-    request = poll_request(host, path, close)
-    await stream.write(request)
-    stream.tally.requests += 1
-    head = await stream.read_until(b"\r\n\r\n")
-    length = int(parse_head(head).headers.get("Content-Length", "0"))
-    body = await stream.read_exactly(length)
-    stream.tally.payload += len(body)
-    return request, head, body
-
-
-# -- one run ---------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Way:
-    """One receiver's record of a run."""
-
-    name: str
-    tally: Tally = dataclasses.field(default_factory=Tally)
-    latencies: list[float] = dataclasses.field(default_factory=list)   # seconds, one per message
-    seen: set[int] = dataclasses.field(default_factory=set)
-    request_heads: list[int] = dataclasses.field(default_factory=list)
-    response_heads: list[int] = dataclasses.field(default_factory=list)
-    handshake: int = 0               # WebSocket: bytes of the opening handshake, both ways
-    example: tuple[bytes, bytes] | None = None   # one (request, response) as sent
-    busy: Tally | None = None        # spent while messages flowed (handshake excluded)
-    idle: Tally | None = None        # spent during the idle window
-
-    @property
-    def label(self) -> str:
-        return LABELS[self.name]
-
-    @property
-    def delivered(self) -> int:
-        return len(self.latencies)
-
-
-class _Run:
-    """The shared state of one measurement: the tag that marks this run's messages."""
-
-    def __init__(self, n: int) -> None:
-        self.tag = "m" + secrets.token_hex(3)
-        self.n = n
-        self.pattern = re.compile(rf"^{self.tag} #(\d+) sent=([0-9.]+)$")
-        self.ws_ready = asyncio.Event()
-
-    def text(self, i: int) -> str:
-        return f"{self.tag} #{i} sent={time.time():.6f}"
-
-    def deliver(self, way: Way, events: Iterable[dict[str, Any]]) -> int:
-        """Record this run's messages among ``events``; return the highest message id seen."""
-        now, top = time.time(), 0
-        for event in events:
-            if event.get("type") != "message":
-                continue
-            top = max(top, event.get("id", 0))
-            found = self.pattern.match(event.get("message", ""))
-            if found and int(found[1]) not in way.seen:
-                way.seen.add(int(found[1]))
-                way.latencies.append(now - float(found[2]))
-        return top
-
-    def complete(self, ways: Iterable[Way]) -> bool:
-        return all(len(w.seen) >= self.n for w in ways)
-
-
-async def _poll_once(run: _Run, way: Way, stream: Stream, host: str, since: int, extra: str, close: bool) -> int:
-    """One GET /poll?since=N(extra): count its heads, deliver its messages; returns the new N."""
-    request, head, body = await http_get(stream, host, f"/poll?since={since}{extra}", close=close)
-    way.request_heads.append(len(request))
-    way.response_heads.append(len(head))
-    events = json.loads(body)
-    if events and way.example is None:
-        way.example = (request, head + body)
-    return max(since, run.deliver(way, events))
-
-
-async def _short_poll(run: _Run, way: Way, host: str, port: int, since: int, interval: float, keep_alive: bool,
-                      phase: float = 0.0) -> None:
-    loop = asyncio.get_running_loop()
-    stream, tick = None, loop.time() + phase
-    await asyncio.sleep(phase)
-    try:
-        while True:
-            if stream is None:
-                stream = await Stream.open(host, port, way.tally)
-            since = await _poll_once(run, way, stream, f"{host}:{port}", since, "", close=not keep_alive)
-            if not keep_alive:
-                await stream.close()          # the server closes its side too
-                stream = None
-            tick += interval
-            await asyncio.sleep(max(0.0, tick - loop.time()))
-    finally:
-        if stream is not None:
-            await stream.close()
-
-
-async def _long_poll(run: _Run, way: Way, host: str, port: int, since: int, wait: float) -> None:
-    stream = await Stream.open(host, port, way.tally)
-    try:
-        while True:
-            since = await _poll_once(run, way, stream, f"{host}:{port}", since, f"&wait={wait:g}", close=False)
-    finally:
-        await stream.close()
-
-
-async def _websocket(run: _Run, way: Way, host: str, port: int) -> None:
-    """A WebSocket client in a dozen lines of the course's own pure code."""
-    stream = await Stream.open(host, port, way.tally)
-    try:
-        key = make_key()
-        request = build_request(f"{host}:{port}", "/ws", key=key, protocols=[SUBPROTOCOL])
-        await stream.write(request)
-        way.tally.requests += 1
-        head = await stream.read_until(b"\r\n\r\n")
-        check_response(key, head, protocols=[SUBPROTOCOL])
-        way.handshake = way.tally.total
-        way.request_heads.append(len(request))
-        way.response_heads.append(len(head))
-        run.ws_ready.set()
-        buffer = b""
-        while True:
-            try:
-                frame, used = decode_frame(buffer, masked=False)
-            except IncompleteFrame:
-                buffer += await stream.read_some()
-                continue
-            if way.example is None and frame.opcode == Opcode.TEXT and b'"message"' in frame.payload[:20]:
-                way.example = (request + head, buffer[:used])
-            buffer = buffer[used:]
-            if frame.opcode == Opcode.TEXT:
-                way.tally.payload += len(frame.payload)
-                run.deliver(way, [json.loads(frame.payload)])
-            elif frame.opcode == Opcode.PING:   # answer the server's heartbeat, masked as a client must
-                await stream.write(encode_frame(Frame(True, Opcode.PONG, frame.payload), os.urandom(4)))
-            elif frame.opcode == Opcode.CLOSE:
-                return
-    except asyncio.CancelledError:
-        try:   # leave politely: a masked close frame, 1000 (normal closure)
-            await asyncio.wait_for(stream.write(encode_frame(Frame(True, Opcode.CLOSE, encode_close(1000)), os.urandom(4))), 1)
-        except (ConnectionError, TimeoutError):
-            pass
-        raise
-    finally:
-        await stream.close()
-
-
-@dataclasses.dataclass
-class Measurement:
-    """The result of :func:`measure`: per way, bytes, latencies and idle cost."""
-
-    ways: dict[str, Way]
-    rate: float
-    duration: float
-    interval: float
-    wait: float
-    idle_seconds: float
-    messages: int
-    busy_seconds: float
-    ping_interval: float | None = None
-
-    # -- the numbers ------------------------------------------------------------
-
-    def bytes_per_message(self, name: str) -> dict[str, float]:
-        """Bytes on the wire per delivered message: payload, overhead, handshake (amortised), total."""
-        way = self.ways[name]
-        busy, n = way.busy, max(1, way.delivered)
-        parts = {"payload": busy.payload / n, "overhead": busy.overhead / n, "handshake": way.handshake / n}
-        parts["total"] = sum(parts.values())
-        return parts
-
-    def latency_ms(self, name: str) -> tuple[float, float]:
-        """(median, p95) delivery latency in milliseconds."""
-        import numpy as np
-
-        lat = np.array(self.ways[name].latencies) * 1000
-        if lat.size == 0:
-            return float("nan"), float("nan")
-        return float(np.percentile(lat, 50)), float(np.percentile(lat, 95))
-
-    def idle_per_minute(self, name: str) -> tuple[float, float]:
-        """(requests, bytes) per minute spent while nothing was said, scaled from the idle window."""
-        idle = self.ways[name].idle
-        scale = 60 / self.idle_seconds
-        return idle.requests * scale, idle.total * scale
-
-    @property
-    def request_head(self) -> float:
-        """The mean size of a poll request head, measured (short poll, keep-alive)."""
-        heads = self.ways["short_keepalive"].request_heads
-        return sum(heads) / len(heads)
-
-    @property
-    def response_head(self) -> float:
-        """The mean size of a poll response head, measured (short poll, keep-alive)."""
-        heads = self.ways["short_keepalive"].response_heads
-        return sum(heads) / len(heads)
-
-    @property
-    def message_payload(self) -> float:
-        """The mean size of one message event as JSON (the WebSocket frames' payload)."""
-        return self.bytes_per_message("websocket")["payload"]
-
-    def heartbeat_bytes_per_minute(self) -> float:
-        """What the server's WebSocket heartbeat costs per minute: a 4-byte ping and its masked pong."""
-        if not self.ping_interval:
-            return 0.0
-        per_ping = (header_size(4, False) + 4) + (header_size(4, True) + 4)
-        return per_ping * 60 / self.ping_interval
-
-    def rows(self) -> list[dict[str, Any]]:
-        rows = []
-        for name, way in self.ways.items():
-            b = self.bytes_per_message(name)
-            med, p95 = self.latency_ms(name)
-            req_min, bytes_min = self.idle_per_minute(name)
-            rows.append({
-                "way": way.label, "delivered": f"{way.delivered}/{self.messages}",
-                "bytes/msg": round(b["total"]), "payload": round(b["payload"]),
-                "overhead": round(b["overhead"] + b["handshake"]),
-                "median ms": _ms(med), "p95 ms": _ms(p95),
-                "requests": way.busy.requests, "new TCP conns": way.busy.connections,
-                "idle req/min": round(req_min), "idle B/min": round(bytes_min),
-            })
-        return rows
-
-    def table(self) -> "Table":
-        return Table(self.rows())
-
-    def _repr_html_(self) -> str:
-        return self.table()._repr_html_()
-
-    def __str__(self) -> str:
-        return str(self.table())
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self))
-
-
-def _ms(value: float) -> str:
-    return "-" if value != value else f"{value:.1f}" if value < 100 else f"{value:.0f}"
-
-
-async def ameasure(host: str, chat_port: int, poll_port: int, *, rate: float = 8, duration: float = 5,
-                   interval: float = 0.5, wait: float = 2, idle: float = 4, since: int = 0,
-                   seed: int | None = None) -> Measurement:
-    """Run the measurement on the current loop (see :func:`measure`)."""
-    n = max(1, round(rate * duration))
-    run = _Run(n)
-    ways = {name: Way(name) for name in WAYS}
-    sender = await ChatClient(f"ws://{host}:{chat_port}/ws", "ticker", compression=None).aconnect()
-    tasks = []
-    try:
-        await sender.await_for(lambda e: e.get("type") == "join" and e.get("username") == "ticker")
-        tasks = [
-            asyncio.create_task(_short_poll(run, ways["short_close"], host, poll_port, since, interval, False)),
-            asyncio.create_task(_short_poll(run, ways["short_keepalive"], host, poll_port, since, interval, True,
-                                            phase=interval / 3)),   # two independent pollers, out of step
-            asyncio.create_task(_long_poll(run, ways["long_poll"], host, poll_port, since, wait)),
-            asyncio.create_task(_websocket(run, ways["websocket"], host, chat_port)),
-        ]
-        await asyncio.wait_for(run.ws_ready.wait(), 5)
-        await asyncio.sleep(0.3)                      # let the first polls and any greeting frames pass
-        start = {name: way.tally.copy() for name, way in ways.items()}
-        t0 = time.monotonic()
-        rng = random.Random(seed)
-        for i in range(n):                            # random gaps, so no poll can fall into step with them
-            await sender.asend(run.text(i))
-            if i < n - 1:
-                await asyncio.sleep(rng.uniform(0.5, 1.5) / rate)
-        deadline = time.monotonic() + interval + 2
-        while not run.complete(ways.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)                     # the long poll's re-request belongs to its last message
-        busy_seconds = time.monotonic() - t0
-        middle = {name: way.tally.copy() for name, way in ways.items()}
-        await asyncio.sleep(idle)
-        for name, way in ways.items():
-            way.busy = middle[name] - start[name]
-            way.idle = way.tally - middle[name]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await sender.aclose()
-    return Measurement(ways, rate, duration, interval, wait, idle, n, busy_seconds)
-
-
-def measure(chat: Any, poll: Any, **options: Any) -> Measurement:
-    """Measure the four ways against a running ChatServer and its PollServer (about 6 s + ``idle``).
-
-    Options: ``rate`` (messages per second, default 8), ``duration`` (seconds
-    of sending, 5), ``interval`` (short-poll interval, 0.5 s), ``wait``
-    (long-poll hold, 2 s), ``idle`` (the idle window, 4 s), ``seed``.  Runs on
-    a loop of its own in a thread, so the kernel stays free.
-    """
-    parts = urllib.parse.urlsplit(chat.url)
-    loop = BackgroundLoop("lesson01-measure")
-    try:
-        result = loop.call(ameasure(parts.hostname, chat.port, poll.port, since=poll.last_id, **options), timeout=120)
-    finally:
-        loop.stop()
-    result.ping_interval = getattr(chat, "ping_interval", None)
-    return result
-
-
-# -- tables and figures ----------------------------------------------------------
-
-
-class Table:
-    """A list of dicts shown as an HTML table in Jupyter and as aligned text elsewhere."""
-
-    def __init__(self, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
-        self.rows = list(rows)
-        self.columns = list(columns or (self.rows[0].keys() if self.rows else []))
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th style='text-align:left'>{html.escape(str(c))}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(r.get(c, '')))}</td>"
-                                        for c in self.columns) + "</tr>" for r in self.rows)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    def __str__(self) -> str:
-        cells = [[str(c) for c in self.columns]] + [[str(r.get(c, "")) for c in self.columns] for r in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(str(self))
+# -- figures ---------------------------------------------------------------------
 
 
 def plot_bytes(m: Measurement, ax: Any = None) -> Any:
@@ -516,7 +66,7 @@ def plot_latency(m: Measurement, ax: Any = None) -> Any:
         frac = np.arange(1, lat.size + 1) / lat.size
         med, p95 = m.latency_ms(name)
         ax.step(lat, frac, where="post", color=COLOURS[name], ls=LINESTYLES[name], lw=1.6,
-                label=f"{LABELS[name]}: median {_ms(med)} ms, p95 {_ms(p95)} ms")
+                label=f"{LABELS[name]}: median {fmt_ms(med)} ms, p95 {fmt_ms(p95)} ms")
         ax.plot([med], [0.5], "o", color=COLOURS[name])
     ax.axhline(0.5, color="grey", lw=0.5, ls=":")
     ax.axhline(0.95, color="grey", lw=0.5, ls=":")
@@ -603,3 +153,149 @@ def plot_overhead(request_head: float, response_head: float, payload: float | No
     ax.set_title("Header overhead per message", pad=14)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, frameon=False)
     return ax
+
+
+# =============================================================================
+# Lesson 01: HTTP vs WebSocket
+# =============================================================================
+
+
+@exercise("01.short_poll_delay", hint="A message lands at a random moment between two polls and waits for the "
+          "next one: its wait is spread evenly from 0 to one interval. Half of the messages wait less than the "
+          "median; 95% wait less than the p95.")
+def _short_poll_delay(answer: Any) -> str:
+    """Predict the median and p95 wait of a short-polled message for any poll interval."""
+    f = need_function(answer, "delay(interval_ms) -> (median_ms, p95_ms)")
+    for interval in (100, 500, 2000, 10_000):
+        got = f(interval)
+        expect(isinstance(got, (tuple, list)) and len(got) == 2,
+               f"delay({interval}) returned {got!r}; return two numbers: (median_ms, p95_ms)")
+        expect(... not in got, "replace each ... with your formula (in terms of interval_ms)")
+        median, p95 = (float(x) for x in got)
+        expect(not math.isclose(median, interval, rel_tol=0.05),
+               f"delay({interval}) gives a median of {median:g} ms: that is the longest any message waits, "
+               "the one that arrives just after a poll")
+        expect(math.isclose(median, interval / 2, rel_tol=0.1),
+               f"delay({interval}) gives a median of {median:g} ms; it should be close to {interval / 2:g} ms")
+        expect(math.isclose(p95, 0.95 * interval, rel_tol=0.03),
+               f"delay({interval}) gives a p95 of {p95:g} ms; 95% of the waits are shorter than it",
+               "The wait is uniform between 0 and the interval; what fraction of the interval leaves 5% above it?")
+    return ("median = interval / 2, p95 = 0.95 × interval (plus the network's own delay): "
+            "compare with the measured values printed below")
+
+
+def _frame_cases() -> dict[str, tuple[int, bool]]:
+    return {"server sends 5 bytes": (5, False), "client sends 5 bytes": (5, True),
+            "server sends 200 bytes": (200, False), "client sends 70000 bytes": (70_000, True)}
+
+
+FRAME_HEADER_CASES = list(_frame_cases())
+"""The keys of the ``01.frame_header_bytes`` answer dict."""
+
+
+@exercise("01.frame_header_bytes", hint="2 bytes always; +2 when the payload length is 126-65535, +8 when it is "
+          "larger; +4 for the masking key, which only client-to-server frames carry (RFC 6455 §5.2).")
+def _frame_header_bytes(answer: Any) -> str:
+    """How many header bytes a WebSocket frame carries in front of its payload."""
+    cases = _frame_cases()
+    answer = need_dict(answer, list(cases))
+    wrong = []
+    for name, (n, masked) in cases.items():
+        right = frames.header_size(n, masked)
+        if answer[name] != right:
+            why = []
+            form = frames.length_form(n)
+            why.append(f"{n} bytes fit the {form} length form" + ("" if form == "7-bit" else
+                       f" (+{2 if form == '16-bit' else 8} bytes of extended length)"))
+            why.append("a client masks: +4 bytes of key" if masked else "a server does not mask")
+            wrong.append(f"{name!r}: not {answer[name]!r} ({'; '.join(why)})")
+    expect(not wrong, "\n".join(wrong))
+    return "a frame header is 2 to 14 bytes; every HTTP exchange carries a request head and a response head"
+
+
+# The article's closing table (总结), rows in its own order and words, translated.
+ARTICLE_TABLE = {
+    "Use HTTP for": [
+        "Retrieving a resource (检索资源)",
+        "Highly cacheable resources (高度可缓存的资源)",
+        "Idempotency and safety (幂等性和安全性)",
+        "Error scenarios (错误方案)",
+    ],
+    "Use WebSocket for": [
+        "Fast reaction time (快速响应时间)",
+        "Ongoing updates (持续更新)",
+        "Ad-hoc messaging (Ad-hoc消息传递)",
+    ],
+    "Wrong uses of HTTP": [
+        "Relying on the client polling the service rather than the user starting each request",
+        "Frequent service calls to send small messages",
+        "The client must react quickly to changes in a resource, and cannot predict when a change happens",
+    ],
+    "Wrong uses of WebSocket": [
+        "The connection is used for very few events or a very short time, and the client need not react quickly",
+        "Several WebSockets must be open to the same service at once",
+        "Opening a WebSocket, sending a message, closing it, then doing it all again",
+        "Re-implementing the request/response pattern inside the messaging layer",
+    ],
+}
+
+# scenario -> (description, the better fit, the question to ask, why: the article's row it matches)
+_SCENARIOS: dict[str, tuple[str, str, str, str]] = {
+    "stock_ticker": ("A stock ticker whose prices change about 10 times a second", "websocket",
+                     "how often does news come, and who starts each exchange?",
+                     "ongoing updates; polling it would be 'frequent service calls to send small messages'"),
+    "pdf_download": ("Downloading the course notes as a PDF", "http",
+                     "is it one resource, fetched once, that a cache could keep?",
+                     "retrieving a resource, highly cacheable; a WebSocket 'used for one event' is a wrong use"),
+    "form_submit": ("Submitting a sign-up form once", "http",
+                    "what tells the user that it worked or failed, and may it be retried safely?",
+                    "idempotency, safety and error scenarios: HTTP has methods and status codes for exactly this; "
+                    "'open, send, close, repeat' is a wrong use of WebSocket"),
+    "cursors": ("Showing every player's mouse cursor in a shared whiteboard", "websocket",
+                "how fast must the others see each move, and how many moves per second?",
+                "fast reaction time and ad-hoc messaging, in both directions, many times a second"),
+    "mobile_rest_api": ("The product catalogue API of a shopping app", "http",
+                        "is it request/response on resources that caches could keep?",
+                        "retrieving resources that caches can keep; over a WebSocket you would "
+                        "'re-implement request/response in the messaging layer'"),
+    "score_per_minute": ("A sports score that changes about once a minute, where a few seconds late is fine",
+                         "http", "how many events, and must the client react fast?",
+                         "very few events and no need to react quickly: the article's first wrong "
+                         "use of WebSocket; an occasional (cacheable) GET does the job"),
+    "class_chat": ("This course's class chat", "websocket",
+                   "who speaks when, and how soon should the others see it?",
+                   "ad-hoc messaging: anyone may speak at any moment, and everyone should see it at once"),
+    "job_finished": ("Telling a waiting user the moment their video has finished converting (which may take "
+                     "seconds or an hour)", "websocket",
+                     "can the client predict when the change happens?",
+                     "the client must react quickly to a change it cannot predict: the article's third "
+                     "wrong use of HTTP (polling for it)"),
+}
+
+SCENARIOS = {name: text for name, (text, *_) in _SCENARIOS.items()}
+"""The scenarios of ``01.when_to_use``: name -> description (answer each with "http" or "websocket")."""
+
+
+def _transport(value: Any) -> str | None:
+    text = str(value).strip().lower().replace(" ", "").replace("-", "")
+    if text in ("http", "https", "rest", "polling"):
+        return "http"
+    if text in ("websocket", "websockets", "ws", "wss"):
+        return "websocket"
+    return None
+
+
+@exercise("01.when_to_use", hint="Go back to the article's table: HTTP for resources you fetch (and cache) and for "
+          "requests that need clear success or failure; WebSocket when updates keep coming and the client must "
+          "react fast.")
+def _when_to_use(answer: Any) -> str:
+    """HTTP or WebSocket? Decide each scenario with the article's closing table."""
+    answer = need_dict(answer, list(_SCENARIOS))
+    unclear = [k for k in _SCENARIOS if _transport(answer[k]) is None]
+    expect(not unclear, "answer each with 'http' or 'websocket'; not understood: "
+           + ", ".join(f"{k}={answer[k]!r}" for k in unclear))
+    wrong = [k for k, (_, fit, _, _) in _SCENARIOS.items() if _transport(answer[k]) != fit]
+    right = len(_SCENARIOS) - len(wrong)
+    expect(not wrong, f"{right} of {len(_SCENARIOS)} right. Look again at: " + ", ".join(wrong),
+           " · ".join(f"{k}: {_SCENARIOS[k][2]}" for k in wrong))
+    return "all right. Why each:" + "".join(f"\n • {k}: {why}" for k, (_, _, _, why) in _SCENARIOS.items())

@@ -8,26 +8,23 @@ Everything here builds on the pure code of :mod:`chat_lesson.frames` and
 - :func:`mask_table`: XOR with the 4-byte key, one row per byte.
 - :func:`length_table`, :func:`overhead_data`: the three length forms and what a header costs.
 - :func:`websockets_parse`, :func:`websockets_serialize`: the same bytes through the ``websockets`` library.
-- :func:`browser_frames`: wait for a browser's chat message through a tap, or drive headless Chromium
-  to send one, or (no browser at all) a ``ChatClient``; returns the frames and says which one sent them.
+- :func:`browser_frames`, :func:`compression_table` (from :mod:`chat_lesson.lessons.capture`): a browser's
+  chat message caught live through a tap, with headless Chromium or a ``ChatClient`` standing in.
 - The exercises ``03.mystery_frames``, ``03.masked_ping`` and ``03.fix_decoder``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import random
-import threading
-import time
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Iterable
 
-from ..browser import launch
 from ..protocol import frames
-from .exercises import Wrong, exercise, expect
 from ..protocol.frames import CloseCode, Frame, FrameError, Opcode, decode_close, decode_frame, describe, encode_frame
-from .lesson01 import Table
+from .capture import Capture, browser_frames, compression_table
+from .display import Table, hexdump, show_payload
+from .exercises import Wrong, exercise, expect
 
 # -- RFC 6455 §5.7 --------------------------------------------------------------------------
 
@@ -48,32 +45,6 @@ RFC_EXAMPLES: dict[str, bytes] = {
     "64 KiB binary, unmasked": bytes.fromhex("82 7f 00 00 00 00 00 01 00 00") + BIN64K,
 }
 """RFC 6455 §5.7, byte for byte.  The RFC leaves the binary data unspecified; here it is 0, 1, 2 ... 255 repeated."""
-
-
-def hexdump(data: bytes, limit: int = 24) -> str:
-    """Bytes as hex pairs, cut after ``limit`` bytes with a note of how many more."""
-    data = bytes(data)
-    shown = data[:limit].hex(" ")
-    return shown if len(data) <= limit else f"{shown} … (+{len(data) - limit} bytes)"
-
-
-def show_payload(payload: bytes, opcode: Opcode | int | None = None, limit: int = 40) -> str:
-    """A payload for people: text for text frames, code and reason for close frames, else hex."""
-    payload = bytes(payload)
-    if opcode == Opcode.CLOSE:
-        try:
-            code, reason = decode_close(payload)
-            return f"close code {int(code)} ({CloseCode(code).name if code in CloseCode._value2member_map_ else '?'})" + (
-                f", reason {reason!r}" if reason else "")
-        except FrameError as error:
-            return f"invalid close payload: {error}"
-    try:
-        text = payload.decode("utf-8")
-        if text.isprintable() and (opcode in (Opcode.TEXT, Opcode.CONT, Opcode.PING, Opcode.PONG, None)):
-            return repr(text if len(text) <= limit else text[:limit] + "…")
-    except UnicodeDecodeError:
-        pass
-    return hexdump(payload, limit // 2)
 
 
 def field_table(raw: bytes) -> Table:
@@ -239,260 +210,6 @@ def close_code_table() -> Table:
 # -- The browser's frames, live --------------------------------------------------------------------
 
 
-class BrowserUnavailable(RuntimeError):
-    """No browser could be driven (playwright or Chromium missing, or it failed)."""
-
-
-def run_chromium(url: str, username: str = "headless-chromium", messages: Iterable[str] = (),
-                 stay: float = 0.0, timeout: float = 10.0) -> dict[str, Any]:
-    """Open ``url`` in headless Chromium, join as ``username``, send ``messages``, stay ``stay`` s, quit.
-
-    Runs Playwright's synchronous API on a thread of its own (it refuses to
-    run on a thread whose asyncio loop is running, as a notebook's is).
-    Each message is sent by typing it into ``#message`` and clicking
-    ``#send``, like a student, and is awaited in ``#messages``.  Returns
-    {"user_agent": ..., "seconds": ...}; raises BrowserUnavailable when
-    Playwright or Chromium is missing or the page misbehaves.
-    """
-    messages = list(messages)
-    result: dict[str, Any] = {}
-
-    def job() -> None:
-        start = time.monotonic()
-        try:
-            from playwright.sync_api import sync_playwright
-
-            with sync_playwright() as p:
-                browser = launch(p, timeout=timeout * 1000)
-                try:
-                    page = browser.new_page()
-                    page.set_default_timeout(timeout * 1000)
-                    page.goto(url)
-                    page.fill("#username", username)
-                    page.click("#join")
-                    page.wait_for_function("() => window.chat && window.chat.state.status === 'online'")
-                    for i, text in enumerate(messages):
-                        page.fill("#message", text)
-                        page.click("#send")
-                        count = messages[: i + 1].count(text)
-                        page.wait_for_function(
-                            "([t, n]) => document.getElementById('messages').textContent.split(t).length - 1 >= n",
-                            arg=[text, count])
-                    if stay:
-                        page.wait_for_timeout(stay * 1000)
-                    result["user_agent"] = page.evaluate("navigator.userAgent")
-                finally:
-                    browser.close()
-            result["seconds"] = time.monotonic() - start
-        except BaseException as error:  # noqa: BLE001 - reported to the caller
-            result["error"] = error
-
-    thread = threading.Thread(target=job, name="headless-chromium", daemon=True)
-    thread.start()
-    limit = 2 * timeout + stay + 5
-    thread.join(limit)
-    if thread.is_alive():
-        raise BrowserUnavailable(f"headless Chromium did not finish within {limit:g} s")
-    if "error" in result:
-        error = result["error"]
-        raise BrowserUnavailable(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from error
-    return result
-
-
-@dataclasses.dataclass
-class Capture:
-    """A chat message caught by the tap: the client's frame, the server's reply, and who sent it."""
-
-    source: str                 # "your browser", "headless Chromium (driven by playwright)", "ChatClient (websockets)"
-    user_agent: str | None
-    conn: int
-    sent: Any                   # tap.FrameRecord: the client's frame (masked; compressed if RSV1)
-    reply: Any | None           # tap.FrameRecord: the server's broadcast of it on the same connection
-    text: str                   # the chat message typed
-    note: str = ""              # why a fallback was used
-
-    def table(self) -> Table:
-        """The client's frame and the server's reply, layer by layer."""
-        f, r = self.sent, self.reply
-        header = f.raw[: f.header_bytes]
-        rows = [
-            {"": "client → server", "what": "the frame on the wire", "bytes": len(f.raw), "value": hexdump(f.raw, 20)},
-            {"": "", "what": "header (FIN, RSV1, opcode, MASK, length)", "bytes": f.header_bytes - 4 * f.masked,
-             "value": f"{header[:f.header_bytes - 4 * f.masked].hex(' ')}  FIN={int(f.fin)} RSV1={int(f.rsv1)} "
-                      f"opcode={f.opcode.name} MASK={int(f.masked)} len={f.length}"},
-            {"": "", "what": "masking key", "bytes": 4 if f.masked else 0, "value": f.key.hex(" ") if f.key else "-"},
-            {"": "", "what": "payload as sent (masked)", "bytes": f.length, "value": hexdump(f.raw[f.header_bytes:], 20)},
-            {"": "", "what": "payload unmasked" + (" = DEFLATE data (RSV1=1)" if f.rsv1 else ""), "bytes": f.length,
-             "value": hexdump(f.payload, 20) if f.rsv1 else show_payload(f.payload, Opcode.TEXT, 60)},
-        ]
-        if f.rsv1:
-            inflated = f.inflated if isinstance(f.inflated, str) else str(f.message)
-            rows.append({"": "", "what": "inflated: the text", "bytes": len(inflated.encode()),
-                         "value": show_payload(inflated.encode(), Opcode.TEXT, 80)})
-        if r is not None:
-            rows += [
-                {"": "server → client", "what": "the frame on the wire", "bytes": len(r.raw), "value": hexdump(r.raw, 20)},
-                {"": "", "what": "header", "bytes": r.header_bytes,
-                 "value": f"{r.raw[:r.header_bytes].hex(' ')}  FIN={int(r.fin)} RSV1={int(r.rsv1)} "
-                          f"opcode={r.opcode.name} MASK={int(r.masked)} len={r.length} ({r.form})"},
-                {"": "", "what": "payload (not masked, not compressed)", "bytes": r.length,
-                 "value": show_payload(r.payload, Opcode.TEXT, 80)},
-            ]
-        return Table(rows)
-
-
-def _is_browser(user_agent: str | None, headless: bool | None = None) -> bool:
-    """A browser's User-Agent starts with "Mozilla/"; headless Chromium's says "HeadlessChrome"."""
-    if not (user_agent and user_agent.startswith("Mozilla/")):
-        return False
-    return headless is None or headless == ("HeadlessChrome" in user_agent)
-
-
-def _user_agent(tap: Any, conn: int) -> str | None:
-    requests = [h for h in tap.http(conn, "c2s") if "websocket" in h.head.headers.tokens("Upgrade")]
-    return requests[-1].head.headers.get("User-Agent") if requests else None
-
-
-def _chat_frames(tap: Any, predicate: Callable[[dict, Any], bool]) -> list[tuple[Any, dict]]:
-    """The client frames that complete a chat message (JSON with "message"), newest first."""
-    found = []
-    for f in reversed(tap.frames(direction="c2s", opcode=["text", "cont"])):
-        if not isinstance(f.message, str):
-            continue
-        try:
-            data = json.loads(f.message)
-        except ValueError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("message"), str) and data.get("type", "message") == "message":
-            if predicate(data, f):
-                found.append((f, data))
-    return found
-
-
-def _reply(tap: Any, sent: Any, data: dict) -> Any | None:
-    for r in tap.frames(conn=sent.conn, direction="s2c", opcode="text"):
-        if r.t < sent.t or not isinstance(r.message, str):
-            continue
-        try:
-            event = json.loads(r.message)
-        except ValueError:
-            continue
-        if event.get("type") == "message" and event.get("message") == data["message"]:
-            return r
-    return None
-
-
-def _wait(condition: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(step)
-
-
-def _capture(tap: Any, source: str, predicate: Callable[[dict, Any], bool], note: str = "",
-             timeout: float = 5.0) -> Capture | None:
-    found = _wait(lambda: _chat_frames(tap, predicate), timeout)
-    if not found:
-        return None
-    sent, data = found[0]
-    reply = _wait(lambda: _reply(tap, sent, data), timeout)
-    return Capture(source, _user_agent(tap, sent.conn), sent.conn, sent, reply, data["message"], note)
-
-
-def browser_frames(tap: Any, wait: float = 5.0, text: str = "Hello from headless Chromium",
-                   use_chromium: bool = True) -> Capture:
-    """A chat message sent through ``tap`` by a browser, with the server's reply: a :class:`Capture`.
-
-    1. Waits up to ``wait`` seconds for a message from a real browser (a
-       connection whose User-Agent starts with "Mozilla/"); one sent before
-       the call counts too, the newest wins.
-    2. None came: drives headless Chromium through ``tap.url`` (Playwright)
-       to type ``text`` twice (the same text twice shows whether
-       compression remembers earlier messages: context takeover).
-    3. No Chromium either: a ``ChatClient`` (websockets, which masks and
-       compresses like a browser) sends ``text`` twice.
-
-    ``Capture.source`` says which of the three produced the frames.
-    """
-    found = _capture(tap, "your browser", lambda d, f: _is_browser(_user_agent(tap, f.conn), headless=False),
-                     timeout=wait)
-    if found:
-        return found
-    note = ""
-    if use_chromium:
-        try:
-            run_chromium(tap.url, "headless-chromium", [text, text])
-            found = _capture(tap, "headless Chromium (driven by playwright)",
-                             lambda d, f: d["message"] == text and _is_browser(_user_agent(tap, f.conn), headless=True))
-            if found:
-                # the first of the two: the second is shown by compression_table()
-                firsts = _chat_frames(tap, lambda d, f: d["message"] == text and f.conn == found.conn)
-                if len(firsts) >= 2:
-                    found.sent = firsts[-1][0]
-                    found.reply = _reply(tap, found.sent, firsts[-1][1])
-                return found
-            note = "headless Chromium ran, but its frames did not show up in the tap"
-        except BrowserUnavailable as error:
-            note = f"no browser to drive: {error}"
-    else:
-        note = "use_chromium=False"
-    return _client_capture(tap, text, note)
-
-
-def _client_capture(tap: Any, text: str, note: str) -> Capture:
-    from ..chat.client import ChatClient
-    from ..notebook import BackgroundLoop
-
-    loop = BackgroundLoop("lesson03-client")
-    client = ChatClient(tap, "python-client")
-    try:
-        async def talk() -> None:
-            await client.aconnect()
-            for _ in range(2):
-                await client.asend(text)
-                await client.await_for(lambda e: e.get("type") == "message" and e.get("message") == text)
-            await client.aclose()
-
-        loop.call(talk(), timeout=15)
-    finally:
-        loop.stop()
-    found = _capture(tap, "ChatClient (websockets)", lambda d, f: d["message"] == text
-                     and (_user_agent(tap, f.conn) or "").startswith("Python/"), note)
-    if found is None:
-        raise RuntimeError("the ChatClient's message did not show up in the tap")
-    firsts = _chat_frames(tap, lambda d, f: d["message"] == text and f.conn == found.conn)
-    if len(firsts) >= 2:
-        found.sent = firsts[-1][0]
-        found.reply = _reply(tap, found.sent, firsts[-1][1])
-    return found
-
-
-def compression_table(tap: Any, conn: int | None = None) -> Table:
-    """Every compressed client message the tap saw: bytes on the wire against bytes once inflated.
-
-    Only messages sent in one frame (a browser's chat messages are) are
-    listed; ``saved`` is the share of the payload compression took away.
-    The last row sums them up.
-    """
-    rows = []
-    total_wire = total_plain = 0
-    for f in tap.frames(conn=conn, direction="c2s", opcode="text"):
-        if not (f.compressed and f.fin and isinstance(f.message, str)):
-            continue
-        plain = len(f.message.encode())
-        total_wire += f.length
-        total_plain += plain
-        rows.append({"#": f.n, "conn": f.conn, "payload on the wire (DEFLATE)": f.length, "inflated text": plain,
-                     "saved": f"{100 * (1 - f.length / plain):.0f}%" if plain else "-",
-                     "text": show_payload(f.message.encode(), Opcode.TEXT, 56)})
-    if rows:
-        rows.append({"#": "all", "conn": "", "payload on the wire (DEFLATE)": total_wire, "inflated text": total_plain,
-                     "saved": f"{100 * (1 - total_wire / total_plain):.0f}%" if total_plain else "-", "text": ""})
-    return Table(rows)
-
-
 def takeover_table(texts: Iterable[str], window_bits: int = 15) -> Table:
     """Each text compressed as permessage-deflate would: alone, and remembering the texts before it.
 
@@ -579,7 +296,7 @@ def _payload_matches(given: Any, frame: Frame) -> bool:
 def _mystery_frames(answer: Any) -> str:
     """Decode three frames by hand: opcode, FIN, MASK and the (unmasked) payload of each."""
     expect(isinstance(answer, dict) and set(answer) == set(MYSTERY_FRAMES),
-           f"answer with a dict for each frame: {{'A': {{...}}, 'B': {{...}}, 'C': {{...}}}}")
+           "answer with a dict for each frame: {'A': {...}, 'B': {...}, 'C': {...}}")
     wrong = []
     for name, raw in MYSTERY_FRAMES.items():
         given = answer[name]
@@ -741,7 +458,7 @@ def _fix_decoder(answer: Any) -> str:
             "through every frame of 125 bytes or less, which is why tests need the edges")
 
 
-__all__ = ["RFC_EXAMPLES", "RFC_KEY", "MYSTERY_FRAMES", "Capture", "BrowserUnavailable", "browser_frames",
-           "buggy_decode", "close_code_table", "compression_table", "takeover_table", "decoder_cases", "field_table", "frame_summary",
-           "hexdump", "length_table", "mask_table", "overhead_data", "run_chromium", "show_payload",
-           "websockets_parse", "websockets_serialize", "assemble"]
+__all__ = ["MYSTERY_FRAMES", "RFC_EXAMPLES", "RFC_KEY", "Capture", "assemble", "browser_frames", "buggy_decode",
+           "close_code_table", "compression_table", "decoder_cases", "field_table", "frame_summary", "hexdump",
+           "length_table", "mask_table", "overhead_data", "show_payload", "takeover_table", "websockets_parse",
+           "websockets_serialize"]

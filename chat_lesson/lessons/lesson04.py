@@ -1,7 +1,7 @@
 """Lesson 04's tools: ping and pong by hand, round-trip times through a tap, dead peers, and exercises.
 
-- :class:`BareClient`: a WebSocket client made of one socket and the course's pure code; it
-  timestamps every frame, so a cell can see when the server's pings arrive.
+- Ping and pong by hand with :class:`~chat_lesson.rawclient.RawClient`, which timestamps every
+  frame, so a cell can see when the server's pings arrive; :func:`frame_table` lists them.
 - :class:`BackgroundClient`: a ``ChatClient`` on an event loop of its own, so it answers pings
   even while a cell sleeps (the notebook's own loop does not run during a cell).
 - :func:`measure_rtt`: ping through a tap while the tap's added delay changes.
@@ -16,123 +16,33 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import os
 import random
-import socket
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
-from .exercises import Wrong, exercise, expect
-from ..protocol.frames import Frame, IncompleteFrame, Opcode, decode_frame, encode_close, encode_frame
-from ..protocol.handshake import build_request, check_response, make_key, split_head
-from .lesson01 import Table
+from ..chat.server import SUBPROTOCOL
 from ..notebook import BackgroundLoop, wait_until
-
-SUBPROTOCOL = "chat-lesson.v1"
+from ..protocol.frames import Frame, Opcode, decode_frame, encode_frame
+from ..rawclient import RawClient
+from .display import Table
+from .exercises import Wrong, exercise, expect
 
 
 # -- Ping and pong by hand ---------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Logged:
-    """One frame a BareClient sent or received, with when (seconds since the handshake)."""
-
-    t: float
-    direction: str        # "→" sent, "←" received
-    frame: Frame
-    raw: bytes
-
-
-class BareClient:
-    """A WebSocket client made of a TCP socket, ``handshake`` and ``frames``; it timestamps every frame.
-
-    >>> c = BareClient(server.port)                      # doctest: +SKIP
-    >>> c.send(Opcode.PING, b"are you there?")            # doctest: +SKIP
-    >>> frame, raw, t = c.recv_until(Opcode.PONG)         # doctest: +SKIP
-    """
-
-    def __init__(self, port: int, host: str = "127.0.0.1", path: str = "/ws",
-                 protocols: tuple[str, ...] = (SUBPROTOCOL,), timeout: float = 5) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buffer = b""
-        self.log: list[Logged] = []
-        self.key = make_key()
-        self.request = build_request(f"{host}:{port}", path, self.key, protocols=protocols)
-        self.sock.sendall(self.request)
-        while (split := split_head(self.buffer)) is None:
-            self._fill()
-        self.response, self.buffer = split
-        check_response(self.key, self.response, protocols)
-        self.opened = time.monotonic()
-
-    def _now(self) -> float:
-        return time.monotonic() - self.opened
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        self.buffer += chunk
-
-    def send(self, opcode: Opcode, payload: bytes = b"", key: bytes | None = None) -> bytes:
-        """Send one final frame, masked with ``key`` (4 fresh random bytes if None), as a client must."""
-        wire = encode_frame(Frame(True, opcode, bytes(payload)), mask_key=key or os.urandom(4))
-        self.sock.sendall(wire)
-        self.log.append(Logged(self._now(), "→", decode_frame(wire)[0], wire))
-        return wire
-
-    def send_raw(self, wire: bytes) -> None:
-        """Send bytes as they are (a frame you built yourself)."""
-        self.sock.sendall(wire)
-        self.log.append(Logged(self._now(), "→", decode_frame(wire)[0], bytes(wire)))
-
-    def recv(self, timeout: float = 5) -> tuple[Frame, bytes, float]:
-        """The next frame from the server: (frame, its bytes, seconds since the handshake)."""
-        self.sock.settimeout(timeout)
-        while True:
-            try:
-                frame, used = decode_frame(self.buffer, masked=False)
-                break
-            except IncompleteFrame:
-                self._fill()
-        raw, self.buffer = self.buffer[:used], self.buffer[used:]
-        t = self._now()
-        self.log.append(Logged(t, "←", frame, raw))
-        return frame, raw, t
-
-    def recv_until(self, opcode: Opcode, timeout: float = 5) -> tuple[Frame, bytes, float]:
-        """Read frames (chat events too) until one with ``opcode`` arrives, within ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {opcode.name} frame within {timeout:g} s")
-            frame, raw, t = self.recv(left)
-            if frame.opcode == opcode:
-                return frame, raw, t
-
-    def close(self, code: int = 1000, reason: str = "bye") -> None:
-        """The close handshake (RFC 6455 §7): send a close frame, read the server's, hang up."""
-        try:
-            self.send(Opcode.CLOSE, encode_close(code, reason))
-            self.recv_until(Opcode.CLOSE, timeout=2)
-        except (OSError, TimeoutError, ConnectionError):
-            pass
-        self.sock.close()
-
-    def table(self, opcodes: tuple[Opcode, ...] | None = (Opcode.PING, Opcode.PONG, Opcode.CLOSE)) -> Table:
-        """The frames logged (control frames only, by default): time, direction, bytes, payload."""
-        rows = []
-        for e in self.log:
-            if opcodes is not None and e.frame.opcode not in opcodes:
-                continue
-            rows.append({"t (ms)": f"{e.t * 1000:.1f}", "dir": e.direction, "opcode": e.frame.opcode.name,
-                         "MASK": int(e.frame.mask_key is not None), "bytes on the wire": e.raw.hex(" "),
-                         "payload": e.frame.payload.hex(" ") or "(empty)"})
-        return Table(rows)
+def frame_table(client: RawClient, opcodes: tuple[Opcode, ...] | None = (Opcode.PING, Opcode.PONG, Opcode.CLOSE)) -> Table:
+    """The frames a RawClient sent and received (control frames only, by default): time, direction, bytes, payload."""
+    rows = []
+    for e in client.log:
+        if e.frame is None or opcodes is not None and e.frame.opcode not in opcodes:
+            continue
+        rows.append({"t (ms)": f"{e.t * 1000:.1f}", "dir": e.direction, "opcode": e.frame.opcode.name,
+                     "MASK": int(e.frame.mask_key is not None), "bytes on the wire": e.raw.hex(" "),
+                     "payload": e.frame.payload.hex(" ") or "(empty)"})
+    return Table(rows)
 
 
 # -- A client that keeps answering --------------------------------------------------------------
@@ -184,7 +94,7 @@ class BackgroundClient:
             pass
         self.loop.stop()
 
-    def __enter__(self) -> "BackgroundClient":
+    def __enter__(self) -> BackgroundClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -499,5 +409,5 @@ def _choose_intervals(answer: Any) -> str:
             f"cost: {3600 / interval:.0f} pings per hour per student")
 
 
-__all__ = ["BareClient", "BackgroundClient", "DETECTION_SETTINGS", "DetectionRun", "IDLE_TIMEOUTS", "RttRun",
-           "SCENARIO", "Trial", "idle_timeout_table", "measure_detection", "measure_rtt", "wait_until"]
+__all__ = ["BackgroundClient", "DETECTION_SETTINGS", "DetectionRun", "IDLE_TIMEOUTS", "RttRun", "SCENARIO", "SUBPROTOCOL",
+           "Trial", "frame_table", "idle_timeout_table", "measure_detection", "measure_rtt"]

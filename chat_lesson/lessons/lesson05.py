@@ -1,16 +1,16 @@
-"""The class chat from a notebook: bots, a live view of the room, and the measurements of lessons 05 and 06.
+"""Lesson 05: the class chat from a notebook: bots, a live view of the room, the client's source, and exercises.
 
-Lesson 05 uses the first half: bots that join and talk through
-:class:`~chat_lesson.client.ChatClient`, :class:`RoomView` (who is online, the
-last messages and the message rate, redrawn live in the notebook), and
-:func:`headroom` (how many deliveries per second this machine's server can make).
+Bots join and talk through :class:`~chat_lesson.chat.client.ChatClient`
+(:func:`conversation`, :func:`ticker`); :class:`RoomView` shows who is
+online, the last messages and the message rate, redrawn live in the
+notebook; :func:`headroom` measures how many deliveries per second this
+machine's server can make; :func:`js_function` and :func:`js_constant` read
+the browser client's source (``static/app.js``).
 
-Lesson 06 uses the second half: each flaw of the Go original reproduced on
-:class:`~chat_lesson.naive.NaiveServer` and measured the same way on
-:class:`~chat_lesson.server.ChatServer`: :func:`stall_timeline` (a client that
-stops reading), :func:`flood`, :func:`big_message`, :func:`origin_probe`,
-:func:`email_probe`, :func:`browser_xss` (an ``<img onerror>`` in headless
-Chromium) and :func:`bad_handshakes` (the requests that made the original exit).
+The exercises ``05.me_command`` and ``05.deliveries`` start a fresh
+``ChatServer(port=0)`` and talk to it through ``ChatClient`` s on a private
+event loop thread, so they work the same from a notebook cell or a script,
+and never touch the lesson's own server.
 
 Every function here is bounded: each wait has a timeout, each loop an end.
 The async functions run on the caller's loop (``await`` them in a cell), so
@@ -20,24 +20,17 @@ the clients live on the kernel's loop while the servers run on their own threads
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
-import dataclasses
 import html
-import json
 import re
-import socket
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from ..browser import CHROMIUM, launch
 from ..chat.client import ChatClient
-from ..protocol.handshake import accept_key, build_request, make_key
-from ..chat.server import STATIC_DIR, ChatServer
+from ..chat.server import STATIC_DIR, ChatError, ChatServer
+from ..notebook import BackgroundLoop
+from .exercises import Wrong, exercise, expect, need_dict, need_function
 
 APP_JS = STATIC_DIR / "app.js"
 
@@ -239,468 +232,119 @@ def js_constant(name: str, path: Path = APP_JS) -> float:
     return float(match.group(1))
 
 
-def show_code(source: str, language: str = "python") -> Any:
-    """Display ``source`` with syntax colouring in Jupyter (``IPython.display.Code``)."""
-    from IPython.display import Code
-
-    return Code(source, language=language)
+# =============================================================================
+# Lesson 05: the live chat
+# =============================================================================
 
 
-# --------------------------------------------------------------------------------
-# Lesson 06: the flaws, measured
-# --------------------------------------------------------------------------------
-
-
-def _port(server: Any) -> int:
-    return int(server.port)
-
-
-def stuck_client(server: Any, rcvbuf: int = 4096, subprotocols: Iterable[str] = ()) -> socket.socket:
-    """A WebSocket client that completes the handshake on a raw socket, then never reads again.
-
-    Its small receive buffer (``SO_RCVBUF``, set before connecting so that TCP
-    advertises a small window) makes its kernel stop accepting data early.
-    Close it with ``.close()``.
-    """
-    port = _port(server)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    key = make_key()
-    sock.sendall(build_request(f"127.0.0.1:{port}", "/ws", key=key, protocols=list(subprotocols)))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError("the server closed the connection during the handshake")
-        head += chunk
-    if not head.startswith(b"HTTP/1.1 101") or accept_key(key).encode() not in head:
-        status_line = head.split(b"\r\n")[0].decode("latin-1")
-        raise ConnectionError(f"handshake refused: {status_line}")
-    return sock
-
-
-async def settle(value: Any, quiet: float = 0.3, timeout: float = 3.0) -> Any:
-    """Wait until ``value()`` has not changed for ``quiet`` s (at most ``timeout`` s); return its last value."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - since < quiet:
-        await asyncio.sleep(0.02)
-        now = value()
-        if now != last:
-            last, since = now, time.monotonic()
-    return last
-
-
-async def _drop(clients: Iterable[ChatClient]) -> None:
-    """Cut each client's TCP connection now, without a closing handshake.
-
-    ``abort()`` closes the socket in a callback on the loop, so let the loop run
-    that callback before returning: a caller that then blocks (``server.stop()``)
-    would otherwise keep the sockets open and the server waiting.
-    """
-    for c in clients:
-        if c.ws is not None and c.ws.protocol.state.name != "CLOSED":
-            c.ws.transport.abort()
-    for _ in range(3):
-        await asyncio.sleep(0)
-
-
-def _is_chat_message(raw: str | bytes) -> bool:
-    """A relayed chat message: the naive server's ``{email, username, message}`` or our ``type: message``."""
+def _live(scenario: Callable[[], Any], timeout: float = 20) -> Any:
+    """Run ``scenario()`` (a coroutine function) on a private loop thread and return its result."""
+    loop = BackgroundLoop("exercise-check")
     try:
-        event = json.loads(raw)
-    except ValueError:
-        return False
-    return isinstance(event, dict) and "message" in event and event.get("type", "message") == "message"
+        return loop.call(scenario(), timeout=timeout)
+    finally:
+        loop.stop()
 
 
-@dataclasses.dataclass
-class StallResult:
-    """What :func:`stall_timeline` measured."""
-
-    server: str
-    seconds: float
-    bucket: float
-    sent: int
-    arrivals: list[list[float]]          # per healthy client: seconds after the start of each message received
-    dropped_at: float | None             # when the server closed the stuck client (ChatServer only)
-
-    @property
-    def delivered(self) -> int:
-        return sum(len(a) for a in self.arrivals)
-
-    def per_bucket(self) -> tuple[list[float], list[int]]:
-        """Messages delivered to the healthy clients in each ``bucket``-second slice."""
-        n = int(round(self.seconds / self.bucket))
-        counts = collections.Counter(int(t / self.bucket) for a in self.arrivals for t in a if t < self.seconds)
-        return [i * self.bucket for i in range(n)], [counts.get(i, 0) for i in range(n)]
-
-    def last_delivery(self) -> float:
-        return max((a[-1] for a in self.arrivals if a), default=0.0)
-
-    def rate_between(self, t0: float, t1: float) -> float:
-        """Deliveries per second to the healthy clients between ``t0`` and ``t1`` s."""
-        return sum(t0 <= t < t1 for a in self.arrivals for t in a) / (t1 - t0)
+async def _joined(server: ChatServer, name: str) -> ChatClient:
+    client = await ChatClient(server, name).aconnect()
+    await client.await_for(lambda e: e["type"] == "join" and e["username"] == name)
+    return client
 
 
-async def stall_timeline(server: Any, *, healthy: int = 3, size: int = 3000, rate: float = 400,
-                         seconds: float = 4.0, bucket: float = 0.1) -> StallResult:
-    """One client stops reading; ``healthy`` others keep chatting.  When do they stop getting messages?
-
-    A raw-socket client joins and never reads (:func:`stuck_client`).  Healthy
-    clients (like the Go original's Vue client: no subprotocol) read
-    everything; one of them sends a ``size``-byte message ``rate`` times a
-    second for ``seconds`` seconds.  Returns when each healthy client received
-    each message, and when (if ever) the server closed the stuck client.
-    """
-    stuck = stuck_client(server)
-    clients = [await ChatClient(server, f"healthy{i}", legacy=True, compression=None).aconnect() for i in range(healthy)]
-    arrivals: list[list[float]] = [[] for _ in clients]
-    dropped_at: float | None = None
-    closed0 = getattr(getattr(server, "stats", None), "closed_slow", None)
-    start = time.monotonic()
-
-    async def reader(i: int, c: ChatClient) -> None:
-        async for raw in c.ws:
-            if _is_chat_message(raw):
-                arrivals[i].append(time.monotonic() - start)
-
-    async def watch_drop() -> None:
-        nonlocal dropped_at
-        while closed0 is not None and server.stats.closed_slow == closed0:
-            await asyncio.sleep(0.01)
-        if closed0 is not None:
-            dropped_at = time.monotonic() - start
-
-    readers = [asyncio.create_task(reader(i, c)) for i, c in enumerate(clients)]
-    watcher = asyncio.create_task(watch_drop())
-    sent = 0
+@exercise("05.me_command", hint="def me(username, args): return f\"* {username} {args}\" — and when args is empty "
+          "(after .strip()), raise ChatError(\"bad_command\", \"...\") instead of returning a text.")
+def _me_command(answer: Any) -> str:
+    """Write the handler of a /me command: '/me waves' from alice is broadcast as '* alice waves'."""
+    handler = need_function(answer, "me")
+    # First on its own, for clear messages; then inside a real server.
+    got = handler("alice", "waves")
+    expect(isinstance(got, str), f"me('alice', 'waves') returned {got!r}; return the text to broadcast, a str")
+    expect(got == "* alice waves", f"me('alice', 'waves') returned {got!r}; expected '* alice waves'",
+           "a star, a space, the username, a space, then the action")
     try:
-        async with asyncio.timeout(seconds):
-            text = "x" * size
-            while True:
-                await clients[0].asend(f"{sent:06d} {text}")
-                sent += 1
-                await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))
-    except TimeoutError:
+        handler("alice", "   ")
+    except ChatError:
         pass
-    # Give what was sent time to arrive (bounded), then stop listening.
-    try:
-        async with asyncio.timeout(1.0):
-            while any(len(a) < sent for a in arrivals):
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        pass
-    for task in [*readers, watcher]:
-        task.cancel()
-    stuck.close()
-    await _drop(clients)         # the naive server may be stalled: no closing handshake to wait for
-    return StallResult(type(server).__name__, seconds, bucket, sent, arrivals, dropped_at)
+    except Exception as error:
+        raise Wrong(f"me('alice', '   ') raised {type(error).__name__}; raise chat_lesson.server.ChatError(code, detail) "
+                    "so that the server turns it into an error event", "from chat_lesson.server import ChatError") from None
+    else:
+        raise Wrong("me('alice', '   ') returned instead of raising: a /me with nothing to do should be refused",
+                    "if not args.strip(): raise ChatError(\"bad_command\", \"usage: /me <action>\")")
+
+    async def scenario() -> tuple[str, dict[str, Any], list[str]]:
+        with ChatServer(port=0, quiet=True) as server:
+            server.add_command("me", handler)
+            alice, bob = await _joined(server, "alice"), await _joined(server, "bob")
+            await alice.asend("/me waves :wave:")
+            seen = (await bob.await_for(lambda e: e["type"] == "message"))["message"]
+            await alice.asend("/me")
+            error = await alice.await_for(lambda e: e["type"] == "error")
+            await alice.asend("plain text")
+            after = [e["message"] async for e in bob.aevents(timeout=0.5) if e["type"] == "message"]
+            await alice.aclose()
+            await bob.aclose()
+            return seen, error, after
+
+    seen, error, after = _live(scenario)
+    expect(seen == "* alice waves :wave:", f"in a real server, bob saw {seen!r} for alice's '/me waves :wave:'")
+    expect(after == ["plain text"], f"after the refused '/me', bob saw {after!r}; expected only 'plain text'",
+           "a refused command must broadcast nothing")
+    return (f"bob saw {seen!r}; alice's empty '/me' came back to her alone as an error event "
+            f"(code {error['code']!r}: {error['detail']!r}), and the room saw nothing of it")
 
 
-@dataclasses.dataclass
-class FloodResult:
-    server: str
-    seconds: float
-    sent: int                    # frames the flooder sent
-    relayed: int                 # of them, received by each listener (the minimum over listeners)
-    errors: int                  # error events the flooder got back
-    per_listener: list[int]
+DELIVERY_CASES = {
+    "message": "5 clients (our subprotocol) are in the room, all joined; one of them sends a chat message",
+    "join": "then a 6th client connects and joins (our subprotocol)",
+}
+"""The questions of ``05.deliveries``: how many frames does the server write for each?"""
 
 
-async def flood(server: Any, seconds: float = 1.0, listeners: int = 2, settle: float = 0.5) -> FloodResult:
-    """One client sends short messages as fast as it can for ``seconds`` s; count what the others get.
-
-    The listeners count chat messages until none has arrived for ``settle`` s
-    (at most 10 s); the flooder counts the ``error`` events it gets back.
-    """
-    # Our server sends error events only to clients that speak its subprotocol
-    # (the Go original's client would render one as a message); the naive
-    # server knows no subprotocol.
-    flooder = await ChatClient(server, "flooder", legacy=not isinstance(server, ChatServer)).aconnect()
-    others = [await ChatClient(server, f"listener{i}", legacy=True).aconnect() for i in range(listeners)]
-    counts = [0] * listeners
-    errors = 0
-    last = time.monotonic()
-
-    async def listen(i: int, c: ChatClient) -> None:
-        nonlocal last
-        async for raw in c.ws:
-            if _is_chat_message(raw):
-                counts[i] += 1
-                last = time.monotonic()
-
-    async def flooder_reads() -> None:
-        nonlocal errors, last
-        async for raw in flooder.ws:
-            if '"error"' in raw and json.loads(raw).get("type") == "error":
-                errors += 1
-                last = time.monotonic()
-
-    tasks = [asyncio.create_task(listen(i, c)) for i, c in enumerate(others)]
-    tasks.append(asyncio.create_task(flooder_reads()))
-    sent = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        await flooder.asend(f"spam {sent}")
-        sent += 1
-        if sent % 50 == 0:
-            await asyncio.sleep(0)   # let the readers run, as a real client's loop would
-    try:
-        async with asyncio.timeout(10):
-            while time.monotonic() - last < settle:
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        pass
-    for t in tasks:
-        t.cancel()
-    await _drop([flooder, *others])
-    return FloodResult(type(server).__name__, seconds, sent, min(counts), errors, counts)
-
-
-@dataclasses.dataclass
-class BigResult:
-    server: str
-    size: int                          # bytes of chat text sent
-    received: dict[str, int]           # client -> bytes of chat text received in that message
-    seconds: float                     # from the send to the last receipt (or to the close)
-    sender_close: int | None           # the close code the sender got, if closed
-    others_still_chatting: bool        # a small message afterwards reached every other client
-
-
-async def big_message(server: Any, size: int = 10 * 2**20, others: int = 3, timeout: float = 20,
-                      via: Any = None) -> BigResult:
-    """One client sends a chat message of ``size`` bytes; who receives how much, and how long does it take?
-
-    The receivers accept messages of any size (``max_size=None``), as a browser
-    does; websockets' own default (1 MiB) would otherwise close them.  ``via``:
-    a :class:`~chat_lesson.tap.Tap` in front of the server, for the sender only.
-    """
-    sender = await ChatClient(via or server, "big", legacy=True, compression=None, max_size=None).aconnect()
-    receivers = [await ChatClient(server, f"r{i}", legacy=True, compression=None, max_size=None).aconnect()
-                 for i in range(others)]
-    received: dict[str, int] = {}
-
-    async def first_message(c: ChatClient) -> None:
-        async for raw in c.ws:
-            if _is_chat_message(raw):
-                received[c.username] = len(json.loads(raw)["message"])
-                return
-
-    listening = asyncio.ensure_future(asyncio.gather(*(first_message(c) for c in receivers)))
-    start = time.perf_counter()
-    try:
-        await sender.asend("x" * size)
-    except ConnectionClosed:
-        pass                                  # the server closed us while we were still sending
-    closed = asyncio.ensure_future(sender.ws.wait_closed())
-    await asyncio.wait([listening, closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    seconds = time.perf_counter() - start
-    sender_close = sender.ws.close_code if closed.done() else None
-    for task in (listening, closed):
-        task.cancel()
-    await asyncio.gather(listening, closed, return_exceptions=True)
-    # Are the others still fine?  One of them says hello; do all of them get it?
-    fine = True
-    try:
-        await receivers[0].asend("still here?")
-        for c in receivers:
-            await c.await_for(lambda e: e.get("message") == "still here?", timeout=5)
-    except (TimeoutError, ConnectionClosed):
-        fine = False
-    # Close politely (the sender may still be receiving its own copy), then cut what is left.
-    async def polite_close(c: ChatClient) -> None:
-        try:
+async def _count_deliveries() -> dict[str, int]:
+    """Measure, on a real server, the frames written for each case of DELIVERY_CASES."""
+    with ChatServer(port=0, quiet=True, rate_limit=0) as server:
+        clients = [await _joined(server, f"c{i}") for i in range(5)]
+        for c in clients:
+            await c.await_for(lambda e: e["type"] == "presence" and len(e["online"]) == 5)
+        before = server.stats.deliveries
+        await clients[0].asend("hello")
+        for c in clients:
+            await c.await_for(lambda e: e["type"] == "message")
+        message = server.stats.deliveries - before
+        before = server.stats.deliveries
+        clients.append(await ChatClient(server, "c5").aconnect())
+        for c in clients:
+            await c.await_for(lambda e: e["type"] == "presence" and len(e["online"]) == 6)
+        join = server.stats.deliveries - before
+        for c in clients:
             await c.aclose()
-        except Exception:      # already gone: _drop below handles the rest
-            pass
-
-    open_ones = [c for c in (sender, *receivers) if c.ws.protocol.state.name == "OPEN"]
-    if open_ones:
-        await asyncio.wait([asyncio.ensure_future(polite_close(c)) for c in open_ones], timeout=5)
-    await _drop([sender, *receivers])
-    return BigResult(type(server).__name__, size, received, seconds, sender_close, fine)
+    return {"message": message, "join": join}
 
 
-async def origin_probe(server: Any, origin: str = "http://evil.example") -> str:
-    """Open the chat as a page from ``origin`` would; what happens?"""
-    try:
-        async with connect(server.ws_url, origin=origin, open_timeout=5) as ws:
-            return f"accepted: connected from Origin {origin} (subprotocol {ws.subprotocol})"
-    except InvalidStatus as exc:
-        return f"refused: HTTP {exc.response.status_code} for Origin {origin}"
-
-
-async def email_probe(server: Any, email: str = "ada.lovelace@school.example") -> dict[str, Any]:
-    """Ada sends a message with her email; what does another client receive?"""
-    async with ChatClient(server, "ada", email, legacy=True) as ada, ChatClient(server, "eve", legacy=True) as eve:
-        # a modern client on ChatServer would get the event with "avatar"; legacy gets the message shape
-        await ada.asend("hi, I am ada")
-        raw = await asyncio.wait_for(_next_message(eve), 5)
-    return json.loads(raw)
-
-
-async def _next_message(c: ChatClient) -> str:
-    async for raw in c.ws:
-        if _is_chat_message(raw):
-            return raw
-    raise ConnectionError("closed before a message arrived")
-
-
-# --------------------------------------------------------------------------------
-# Lesson 06: HTML in a message, in a real browser
-# --------------------------------------------------------------------------------
-
-XSS = '<img src=x onerror="window.__pwned=1">'
-
-# A page that renders messages the way the Go original's Vue client does:
-# username and message pasted into the page as HTML (its v-html).  Served from
-# a temporary folder by the server under test, so it is same-origin with /ws.
-INNER_HTML_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>renders with innerHTML, like v-html</title></head>
-<body>
-<div id="log"></div>
-<script>
-window.__pwned = 0; window.__open = 0; window.__received = 0;
-var ws = new WebSocket("ws://" + location.host + "/ws");     // no subprotocol: a legacy client
-ws.onopen = function () { window.__open = 1; };
-ws.onmessage = function (e) {
-  var msg = JSON.parse(e.data);
-  if (msg.type && msg.type !== "message") return;
-  // The original: chatContent += '<div class="chip">' + msg.username + '</div>' + msg.message
-  document.getElementById("log").innerHTML +=
-      '<div class="chip">' + msg.username + '</div>' + msg.message + '<br/>';
-  window.__received += 1;
-};
-</script>
-</body></html>
-"""
-
-
-
-@dataclasses.dataclass
-class BrowserResult:
-    label: str
-    pwned: bool              # did window.__pwned get set (the onerror ran)?
-    images: int              # <img> elements the message created in the page
-    shown: str               # the message as the reader sees it (innerText)
-    dom: str                 # the message's HTML in the page's DOM
-
-
-def browser_available() -> str | None:
-    """None if headless Chromium can be driven here; else the reason it cannot."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install playwright)"
-    if not Path(CHROMIUM).exists():
-        return f"no Chromium at {CHROMIUM} (Debian/Ubuntu: apt-get install chromium)"
-    return None
-
-
-def _send_as_attacker(ws_url: str, text: str) -> None:
-    """A script (no Origin header, no subprotocol) posts ``text`` as user 'mallory'."""
-    from websockets.sync.client import connect as sync_connect
-
-    with sync_connect(ws_url, open_timeout=5) as ws:
-        ws.send(json.dumps({"username": "mallory", "email": "", "message": text}))
-        # read our own echo, so the message has surely gone out before we close
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if _is_chat_message(ws.recv(timeout=max(0.01, deadline - time.monotonic()))):
-                break
-
-
-def _run_in_browser(targets: Sequence[tuple[str, str, str, str]], message: str, wait_ms: int) -> list[BrowserResult]:
-    from playwright.sync_api import sync_playwright
-
-    results = []
-    with sync_playwright() as p:
-        browser = launch(p)
+@exercise("05.deliveries", hint="A message goes to everyone, the sender included. For a join, read Room.connect "
+          "(what does a new connection hear before it has joined, when something was already said?) and "
+          "Room.receive (which events does a join broadcast?).")
+def _deliveries(answer: Any) -> str:
+    """Predict how many frames (server.stats.deliveries) the server writes in two moments of a chat."""
+    answer = need_dict(answer, list(DELIVERY_CASES))
+    truth = _live(_count_deliveries)
+    wrong = []
+    for case in DELIVERY_CASES:
         try:
-            for label, page_url, ws_url, kind in targets:
-                page = browser.new_context().new_page()
-                page.set_default_timeout(10_000)
-                page.goto(page_url)
-                if kind == "ours":      # our static client: join as "victim" first
-                    page.fill("#username", "victim")
-                    page.click("#join-form button[type=submit]")
-                    page.wait_for_function("() => window.chat && window.chat.state.status === 'online'")
-                    page.wait_for_function("() => document.querySelector('#messages .sys') !== null")
-                    page.evaluate("window.__pwned = 0")
-                else:
-                    page.wait_for_function("() => window.__open === 1")
-                _send_as_attacker(ws_url, message)
-                selector = "#messages .msg .msg-text" if kind == "ours" else "#log"
-                page.wait_for_function("s => document.querySelector(s) && document.querySelector(s).textContent.length > 0",
-                                       arg=selector)
-                node = page.query_selector(selector)
-                images = len(node.query_selector_all("img"))
-                if images:   # an onerror runs once the image has failed to load: give it a moment
-                    try:
-                        page.wait_for_function("() => window.__pwned === 1", timeout=wait_ms)
-                    except Exception:
-                        pass
-                # No <img> element, no onerror handler that could ever run: read the flag now.
-                pwned = page.evaluate("() => window.__pwned === 1")
-                results.append(BrowserResult(label, pwned, images, node.inner_text(), node.inner_html()))
-                page.context.close()
-        finally:
-            browser.close()
-    return results
-
-
-def browser_xss(targets: Sequence[tuple[str, str, str, str]], message: str = XSS, wait_ms: int = 1500) -> list[BrowserResult]:
-    """Open each page in headless Chromium, have 'mallory' send ``message``, and see whether it ran.
-
-    ``targets``: (label, page URL, ws URL to send through, kind) with kind
-    ``"innerhtml"`` for :data:`INNER_HTML_PAGE` or ``"ours"`` for static/index.html.
-    Playwright's synchronous API refuses to run on a thread with an asyncio
-    loop (a notebook's), so it runs on a worker thread.
-    """
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(_run_in_browser, targets, message, wait_ms).result(120)
-
-
-# --------------------------------------------------------------------------------
-# Lesson 06: requests that made the Go original call log.Fatal
-# --------------------------------------------------------------------------------
-
-
-def _exchange(port: int, request: bytes, timeout: float = 5) -> str:
-    """Send ``request`` on a fresh TCP connection; the first line of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(request)
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return answer.split(b"\r\n", 1)[0].decode("latin-1") or "(closed without an answer)"
-
-
-def bad_handshakes(server: Any) -> list[tuple[str, str]]:
-    """Send the requests whose failed upgrade killed the Go original; what does ``server`` answer?"""
-    port = _port(server)
-    host = f"127.0.0.1:{port}"
-    good = build_request(host, "/ws")
-    results = [
-        ("a plain GET /ws (someone opens the socket's URL in a tab)",
-         _exchange(port, f"GET /ws HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())),
-        ("Sec-WebSocket-Version: 8 (an old client)",
-         _exchange(port, good.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"))),
-        ("no Sec-WebSocket-Key",
-         _exchange(port, b"\r\n".join(line for line in good.split(b"\r\n") if not line.startswith(b"Sec-WebSocket-Key")))),
-    ]
-    # A client that gives up: a whole, valid request, then a TCP reset (SO_LINGER 0) before the 101 comes
-    # back.  The Go original's handler runs, Upgrade fails on the reset connection, and
-    # log.Fatal ends the server.  (Half a request would not do: Go's HTTP server never calls the handler.)
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1).to_bytes(4, "little") + (0).to_bytes(4, "little"))
-    sock.sendall(good)
-    sock.close()
-    results.append(("a valid request, then a TCP reset before the 101", "(we reset it: no answer to read)"))
-    return results
+            given = float(answer[case])       # "5" and 13.0 are fine; 5.5 frames is not 5
+        except (TypeError, ValueError):
+            raise Wrong(f"{case}: give a number of frames, not {answer[case]!r}") from None
+        if given != truth[case]:
+            wrong.append(case)
+    hints = {
+        "message": "the sender gets its own message back too: that is how it knows the server took it",
+        "join": "as it connects the newcomer hears a welcome, a presence and, since something was said before, "
+                "a history (3); then its join is broadcast as two events (join, presence) to everyone now in "
+                "the room, the newcomer included",
+    }
+    expect(not wrong, "measured on a real server, not right yet: " + ", ".join(f"{c} (you said {answer[c]})" for c in wrong),
+           " · ".join(hints[c] for c in wrong))
+    return (f"measured: {truth['message']} frames for the message, {truth['join']} for the join. "
+            "Fan-out is the server's whole job: one message in, N frames out")

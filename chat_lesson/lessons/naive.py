@@ -61,7 +61,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..notebook import CellService, show_link
-from ..chat.server import CONTENT_TYPES, http_response, static_file
+from ..chat.static import CONTENT_TYPES, http_response, static_file
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class NaiveServer(CellService):
 
     # -- running it from a cell -------------------------------------------------
 
-    async def astart(self) -> "NaiveServer":
+    async def astart(self) -> NaiveServer:
         self.loop = asyncio.get_running_loop()
         self.broadcast = asyncio.Queue(maxsize=1)
         self._broadcaster = asyncio.create_task(self.handle_messages())    # go handleMessages()

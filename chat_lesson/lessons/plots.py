@@ -16,7 +16,8 @@ figure of your own.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 from ..protocol.frames import describe
 
@@ -268,7 +269,7 @@ def rtt(samples: Sequence[tuple[float, float]], phases: Sequence[tuple[float, fl
     ys = [r * 1000 for _, r in samples]
     ax.plot(xs, ys, "o-", ms=3.5, lw=0.8, color="#4c78a8", label="measured RTT (ping → pong)", zorder=3)
     ax.plot([], [], ls="--", color="#777", label="2 × added delay")
-    for start, end, delay in phases:
+    for start, end, _delay in phases:
         inside = sorted(r for t, r in samples if start <= t < end)
         if inside:
             median = inside[len(inside) // 2] if len(inside) % 2 else sum(inside[len(inside) // 2 - 1:][:2]) / 2

@@ -69,6 +69,7 @@ class PollServer(CellService):
         self._server: asyncio.Server | None = None
         self._news: asyncio.Event | None = None    # set (then replaced) whenever a message arrives
         self._tasks: set[asyncio.Task[None]] = set()
+        self._parked = 0                           # long polls waiting for news right now
 
     # -- the public face ----------------------------------------------------
 
@@ -79,11 +80,16 @@ class PollServer(CellService):
         return f"http://{host}:{self.port}/poll"
 
     @property
+    def parked(self) -> int:
+        """How many long polls are parked right now: held open, waiting for a message to wake them."""
+        return self._parked
+
+    @property
     def last_id(self) -> int:
         """The id of the newest message held (0 when none)."""
         return self.messages[-1]["id"] if self.messages else 0
 
-    def start(self) -> "PollServer":
+    def start(self) -> PollServer:
         """Start listening on the chat server's loop; returns once listening."""
         loop = self._chat_loop()
         if _loop_of_this_thread() is loop:
@@ -106,7 +112,7 @@ class PollServer(CellService):
                 sock._sock.close()      # TransportSocket wraps the listening socket.socket
             self._server = None
 
-    async def astart(self) -> "PollServer":
+    async def astart(self) -> PollServer:
         self._news = asyncio.Event()
         if self._on_event not in self.chat.listeners:
             self.chat.add_listener(self._on_event)
@@ -157,10 +163,13 @@ class PollServer(CellService):
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0 or self._news is None:
                 break
+            self._parked += 1
             try:
                 await asyncio.wait_for(self._news.wait(), remaining)
             except TimeoutError:
                 break
+            finally:
+                self._parked -= 1
         return found
 
     # -- HTTP/1.1 -------------------------------------------------------------

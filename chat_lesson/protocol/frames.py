@@ -207,7 +207,16 @@ def decode_frame(data: bytes, *, masked: bool | None = None, max_size: int | Non
     False an unmasked one (a client reading a server), None accepts both
     (§5.1). `max_size` bounds the payload (FrameError with code 1009).
     """
-    data = memoryview(data)
+    view = memoryview(data)
+    try:
+        return _decode(view, masked, max_size)
+    finally:
+        # A traceback that outlives this call must not pin `data`: a bytearray
+        # with a live view of it cannot grow or shrink (BufferError).
+        view.release()
+
+
+def _decode(data: memoryview, masked: bool | None, max_size: int | None) -> tuple[Frame, int]:
     _need(data, 2)
     first, second = data[0], data[1]
     fin, rsv1, rsv2, rsv3 = (bool(first & bit) for bit in (0x80, 0x40, 0x20, 0x10))

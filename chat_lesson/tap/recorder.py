@@ -1,300 +1,158 @@
-"""What the tap records, and how one direction's byte stream is decoded.
+"""Bytes in, records out: what the tap saw, decoded, with no socket in sight.
 
-The record types (ReadRecord, HttpRecord, FrameRecord, Event, Counts), the
-bounded store that keeps them, and the decoder that turns the bytes of one
-direction into HTTP heads and WebSocket frames as they arrive.  Pure: bytes
-in, records out, built on frames.py, handshake.py and deflate.py; no sockets
-and no event loop here (the proxy in tap.py does the I/O).
+The tap's proxy reads chunks from two sockets; this module turns each chunk
+into records and *returns* them.  One :class:`Recorder` per TCP connection::
+
+    recorder = Recorder(conn=1)
+    records = recorder.receive("c2s", chunk, t=0.012)   # [ReadRecord, HttpRecord, FrameRecord, Event, ...]
+    recorder.counts["c2s"]                              # its bytes by kind: http, header, mask, payload ...
+
+Each direction, "c2s" (client to server) and "s2c", has a decoder: a small
+state machine over a :class:`~chat_lesson.protocol.reader.Reader`, which
+keeps the bytes that do not make a whole head or frame yet (TCP keeps no
+message boundaries: one read may hold three frames, or a third of one).
+
+- First HTTP (RFC 9112): requests c2s, responses s2c, several on one
+  keep-alive connection, bodies skipped by their Content-Length (§6.3).
+- After ``101 Switching Protocols`` (RFC 6455 §4.2.2) both directions carry
+  frames (§5.2), unmasked (§5.3), glued into messages (§5.4) and, with
+  permessage-deflate, inflated (RFC 7692 §7.2.2) with one context per
+  direction, set up with the parameters the 101 agreed (§7.1).
+- A decoding error stops decoding for that direction only: an "error"
+  Event says why, and its bytes count as "other" from then on.  Forwarding
+  is not our business: the proxy has sent the bytes on, unchanged, before
+  it shows them to us.
+
+The records come back with ``n=0``: whoever stores them numbers them
+(``dataclasses.replace(record, n=...)``), so the records of every connection
+share one sequence.  Nothing here locks, waits or does I/O; one caller at a
+time per Recorder (the tap's loop, or a test).
+
+The record types themselves live in ``records``.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import math
-import threading
-from typing import TYPE_CHECKING, Any, Callable
 
 from ..protocol import deflate
-from ..protocol.frames import (Frame, FrameError, IncompleteFrame, Message, MessageAssembler, Opcode, decode_close, decode_frame,
-                     length_form)
-from ..protocol.handshake import Head, HandshakeError, parse_head, split_head
+from ..protocol.frames import (CloseCode, Frame, FrameError, Message, MessageAssembler, Opcode, decode_close,
+                               encode_frame, length_form)
+from ..protocol.handshake import Head, HandshakeError, parse_head
+from ..protocol.reader import Reader
+from .records import DIRECTIONS, Counts, Event, FrameRecord, HttpRecord, ReadRecord, Record
 
-if TYPE_CHECKING:                    # only for the annotations: the decoder reports to the tap and its connection
-    from .proxy import Connection, Tap
+__all__ = ["Recorder"]
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("c2s", "s2c")
-ARROWS = {"c2s": "→", "s2c": "←"}
-PREVIEW = 60                 # characters of payload shown in tables
-MAX_HEADER = 14              # the longest frame header: 2 bytes, 8 of length, 4 of mask key
 
-# -- What the tap records ------------------------------------------------------------
+# -- One connection: two directions ------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReadRecord:
-    """One read from a socket: exactly the bytes TCP handed us, when it did."""
+class Recorder:
+    """Decodes the two byte streams of one connection into records, and counts their bytes.
 
-    n: int
-    t: float            # seconds since the tap started (time.monotonic)
-    wall: float         # time.time(), for a clock on the wall
-    conn: int
-    direction: str      # "c2s" or "s2c"
-    data: bytes
+    ``receive(direction, data, t, wall)`` returns the records a chunk
+    completes, its ReadRecord first.  The proxy splits it in two, ``read``
+    when the chunk arrives and ``decode`` once it has been sent on, so the
+    bytes are forwarded before any decoding starts.  ``finish()`` at the
+    end.  Read ``counts``, ``errors`` (why decoding stopped, per direction),
+    ``upgraded``, ``extensions`` and ``subprotocol`` at any time.
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class HttpRecord:
-    """One HTTP head (request or response) seen before the switch to WebSocket."""
-
-    n: int
-    t: float
-    wall: float
-    conn: int
-    direction: str
-    head: Head
-    raw: bytes                  # the head as sent, blank line included
-    body_length: float          # bytes of body after it (math.inf: until the connection closes)
-
-    @property
-    def start_line(self) -> str:
-        return self.head.start_line
-
-    def line(self) -> str:
-        """One line for a terminal: time, connection, direction, start line, sizes."""
-        body = "" if not self.body_length else (
-            ", body until close" if self.body_length == math.inf else f", body {int(self.body_length)} B")
-        return f"{_ms(self.t)}  c{self.conn} {ARROWS[self.direction]} HTTP   {self.start_line}  ({len(self.raw)} B head{body})"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "conn": self.conn, "dir": self.direction, "line": self.start_line,
-                "head_bytes": len(self.raw), "body_bytes": self.body_length}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FrameRecord:
-    """One WebSocket frame, decoded, as it crossed the tap.
-
-    ``payload`` is the application data, unmasked; ``raw`` is the frame as it
-    was on the wire, so for a client's frame it shows the masked bytes (both
-    cut to ``max_payload`` bytes of payload; ``truncated`` says when).
-    ``header_bytes`` counts everything before the payload, the masking key
-    included, like ``frames.header_size``.  ``message`` is set on the frame
-    that completes a message (its final fragment): the whole text or bytes,
-    inflated if the message was compressed.
+    ``max_payload`` bytes of each payload are kept in a FrameRecord (None:
+    all); a frame or message over ``max_decode`` bytes stops decoding.
     """
 
-    n: int
-    t: float
-    wall: float
-    conn: int
-    direction: str
-    fin: bool
-    rsv1: bool
-    rsv2: bool
-    rsv3: bool
-    opcode: Opcode
-    masked: bool
-    key: bytes | None
-    length: int
-    form: str
-    header_bytes: int
-    payload: bytes
-    raw: bytes
-    truncated: bool = False
-    compressed: bool = False            # part of a permessage-deflate message (RSV1 on its first frame)
-    message_opcode: Opcode | None = None  # TEXT or BINARY: the message this data frame belongs to
-    message: str | bytes | None = None  # the whole message, on its final frame
-    fragments: int = 0                  # frames the message took, on its final frame
-    close_code: int | None = None
-    close_reason: str | None = None
+    def __init__(self, conn: int = 1, *, max_payload: int | None = 64 * 1024,
+                 max_decode: int = 16 * 1024 * 1024) -> None:
+        self.conn, self.max_payload, self.max_decode = conn, max_payload, max_decode
+        self.counts = {d: Counts() for d in DIRECTIONS}
+        self.errors: dict[str, str | None] = {d: None for d in DIRECTIONS}
+        self.requests: collections.deque[Head] = collections.deque()   # requests waiting for their response
+        self.upgraded = False
+        self.extensions: str | None = None
+        self.subprotocol: str | None = None
+        self._decoders = {d: _Decoder(self, d) for d in DIRECTIONS}
+        self._woken: list[_Decoder] = []
+        self._out: list[Record] = []
 
-    @property
-    def arrow(self) -> str:
-        return ARROWS[self.direction]
+    def receive(self, direction: str, data: bytes, t: float = 0.0, wall: float = 0.0) -> list[Record]:
+        """``read`` then ``decode``: the chunk's ReadRecord, then the heads, frames and events it completes."""
+        return [self.read(direction, data, t, wall), *self.decode(direction)]
 
-    @property
-    def key_hex(self) -> str:
-        return self.key.hex() if self.key else ""
+    def read(self, direction: str, data: bytes, t: float = 0.0, wall: float = 0.0) -> ReadRecord:
+        """Count a chunk as read at ``t`` (and ``wall``) and keep it for :meth:`decode`."""
+        decoder = self._decoders[_check(direction)]
+        self.counts[direction].total += len(data)
+        decoder.t, decoder.wall = t, wall
+        if decoder.mode == "off":
+            decoder.count("other", len(data))
+        elif data:
+            decoder.reader.receive_data(data)
+        return ReadRecord(0, t, wall, self.conn, direction, bytes(data))
 
-    @property
-    def wire_bytes(self) -> int:
-        """Bytes this frame took on the wire: header (mask key included) plus payload."""
-        return self.header_bytes + self.length
+    def decode(self, direction: str) -> list[Record]:
+        """Decode what ``read`` kept of ``direction``; return the records it completed (maybe none)."""
+        self._out = []
+        self._decoders[_check(direction)].advance()
+        while self._woken:                     # a 101 or a refusal lets the c2s decoder go on
+            self._woken.pop(0).advance()
+        return self._out
 
-    @property
-    def inflated(self) -> str | bytes | None:
-        """The message's inflated text (or bytes) when it was compressed, on its final frame."""
-        return self.message if self.compressed else None
+    def finish(self, t: float = 0.0, wall: float = 0.0) -> list[Record]:
+        """The connection is over: bytes still waiting (half a frame) count as "other"; say so.
 
-    def preview(self, width: int = PREVIEW) -> str:
-        """The payload in a few characters: text as text, close frames as code and reason, the rest in hex."""
-        if self.opcode == Opcode.CLOSE and self.close_code is not None:
-            return _shorten(f"{self.close_code} {self.close_reason}".strip(), width)
-        texty = self.opcode in (Opcode.PING, Opcode.PONG) and self.payload.isascii() and self.payload.isalnum()
-        if (self.message_opcode == Opcode.TEXT and not self.compressed) or texty:
-            return _shorten(repr(self.payload.decode("utf-8", "replace"))[1:-1], width)
-        return _hex(self.payload, width)
+        Also lets go of the buffers and the inflaters' windows: a finished
+        Recorder keeps only its counts, errors and handshake details.
+        """
+        self._out = []
+        for decoder in self._decoders.values():
+            decoder.finish(t, wall)
+        self.requests.clear()
+        return self._out
 
-    def inflated_preview(self, width: int = PREVIEW) -> str:
-        value = self.inflated
-        if value is None:
-            return ""
-        return _shorten(repr(value)[1:-1], width) if isinstance(value, str) else _hex(value, width)
+    def _emit(self, record: Record) -> None:
+        self._out.append(record)
 
-    def line(self) -> str:
-        """One line for a terminal: every header field, then the payload and, if any, the inflated text."""
-        key = f" key={self.key_hex}" if self.key else ""
-        line = (f"{_ms(self.t)}  c{self.conn} {self.arrow} #{self.n:<4} {self.opcode.name:<6} "
-                f"FIN={int(self.fin)} RSV1={int(self.rsv1)} MASK={int(self.masked)}{key} "
-                f"len={self.length} ({self.form}) hdr={self.header_bytes}  {self.preview()}")
-        if self.inflated is not None:
-            line += f"  ⇒ {self.inflated_preview()}"
-        return line
+    def _wake(self, decoder: _Decoder) -> None:
+        if decoder not in self._woken:
+            self._woken.append(decoder)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "t": self.t, "conn": self.conn, "dir": self.direction, "fin": self.fin,
-                "rsv1": self.rsv1, "opcode": self.opcode.name, "masked": self.masked, "key": self.key_hex,
-                "length": self.length, "form": self.form, "header_bytes": self.header_bytes,
-                "wire_bytes": self.wire_bytes}
+    def _upgrade(self, response: Head, t: float, wall: float) -> None:
+        """A 101 arrived: both directions switch to frames, each with its own inflater.
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened to a connection or to the tap: open, eof, close, fault, error ..."""
-
-    n: int
-    t: float
-    wall: float
-    kind: str                 # start stop open upgrade eof reset close fault error
-    conn: int | None = None
-    direction: str | None = None
-    detail: str = ""
-
-    def line(self) -> str:
-        who = f"c{self.conn}" if self.conn is not None else "tap"
-        arrow = ARROWS.get(self.direction or "", "·")
-        return f"{_ms(self.t)}  {who} {arrow} {self.kind.upper():<6} {self.detail}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"t": self.t, "conn": self.conn, "dir": self.direction, "kind": self.kind, "detail": self.detail}
+        permessage-deflate keeps one DEFLATE context per direction; the
+        parameters come from the Sec-WebSocket-Extensions of the 101.
+        """
+        self.upgraded = True
+        self.extensions = response.headers.get("Sec-WebSocket-Extensions")
+        self.subprotocol = response.headers.get("Sec-WebSocket-Protocol")
+        negotiated = deflate.params_from_extension_header(self.extensions)
+        for direction, params in zip(DIRECTIONS, negotiated or (None, None)):
+            inflater = deflate.Inflater(params.no_context_takeover, params.window_bits) if params else None
+            self._decoders[direction].start_frames(inflater)
+        if self._decoders["c2s"].mode == "ws":
+            self._wake(self._decoders["c2s"])
+        detail = "switched to WebSocket"
+        if negotiated:
+            c, s = negotiated
+            detail += f"; permessage-deflate c2s {_window(c)}, s2c {_window(s)}"
+        if self.subprotocol:
+            detail += f"; subprotocol {self.subprotocol}"
+        self._emit(Event(0, t, wall, "upgrade", self.conn, "s2c", detail))
 
 
-@dataclasses.dataclass
-class Counts:
-    """Bytes of one direction of one connection, by what they were.
-
-    ``http``: HTTP heads.  ``header``: frame headers, mask keys excluded.
-    ``mask``: masking keys (4 bytes per client frame).  ``payload``: frame
-    payloads and HTTP bodies.  ``other``: bytes that could not be decoded.
-    ``pending``: read but not decoded *yet* (half a frame).  These always add
-    up to ``total``, the bytes read; ``forwarded`` is what was written on,
-    equal to ``total`` unless a fault holds bytes back.
-    """
-
-    http: int = 0
-    header: int = 0
-    mask: int = 0
-    payload: int = 0
-    other: int = 0
-    total: int = 0
-    forwarded: int = 0
-
-    @property
-    def pending(self) -> int:
-        return self.total - self.http - self.header - self.mask - self.payload - self.other
-
-    def as_dict(self) -> dict[str, int]:
-        return {"http": self.http, "header": self.header, "mask": self.mask, "payload": self.payload,
-                "other": self.other, "pending": self.pending, "total": self.total, "forwarded": self.forwarded}
+def _window(params: deflate.Params) -> str:
+    return f"{params.window_bits}-bit window" + (", no context takeover" if params.no_context_takeover else "")
 
 
-def _ms(t: float) -> str:
-    return f"{t * 1000:10.1f} ms"
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _hex(data: bytes, width: int) -> str:
-    shown = data[: max(1, (width + 1) // 3)]
-    text = shown.hex(" ")
-    return text + " …" if len(shown) < len(data) else text
-
-
-class _Store:
-    """A bounded, thread-safe list of records: oldest out past ``max_records`` or ``max_bytes``.
-
-    The tap's loop appends; a notebook cell reads from its own thread, so
-    both go through a lock.
-    """
-
-    def __init__(self, max_records: int, max_bytes: float, size: Callable[[Any], int]) -> None:
-        self.max_records, self.max_bytes, self._size = max_records, max_bytes, size
-        self._items: collections.deque = collections.deque()
-        self._bytes = 0
-        self.dropped = 0
-        self._lock = threading.Lock()
-
-    def add(self, item: Any) -> None:
-        with self._lock:
-            self._items.append(item)
-            self._bytes += self._size(item)
-            while self._items and (len(self._items) > self.max_records or self._bytes > self.max_bytes):
-                self._bytes -= self._size(self._items.popleft())
-                self.dropped += 1
-
-    def snapshot(self) -> list:
-        with self._lock:
-            return list(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0
-
-
-# -- Decoding one direction ------------------------------------------------------------
-
-
-class _Buffer:
-    """Bytes read but not decoded yet.
-
-    Appending is cheap (a list of chunks); they are joined only when a
-    decoder asks to look, and a decoder that knows it needs n more bytes
-    (``need``) does not look before they are here.  So a 1 MiB frame that
-    arrives in sixteen reads is joined once, not sixteen times.
-    """
-
-    def __init__(self) -> None:
-        self._data, self._pos, self._more = b"", 0, []
-        self.size = 0
-
-    def append(self, chunk: bytes) -> None:
-        self._more.append(chunk)
-        self.size += len(chunk)
-
-    def peek(self) -> memoryview:
-        if self._more:
-            self._data = self._data[self._pos:] + b"".join(self._more)
-            self._pos, self._more = 0, []
-        return memoryview(self._data)[self._pos:]
-
-    def consume(self, n: int) -> None:
-        self.peek()
-        self._pos += n
-        self.size -= n
-        if self._pos >= len(self._data):
-            self._data, self._pos = b"", 0
-
-    def clear(self) -> int:
-        n, self.size = self.size, 0
-        self._data, self._pos, self._more = b"", 0, []
-        return n
+def _check(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'c2s' (client to server) or 's2c' (server to client), not {direction!r}")
+    return direction
 
 
 class _Undecodable(Exception):
@@ -304,7 +162,7 @@ class _Undecodable(Exception):
 class _Decoder:
     """Turns one direction's bytes into HTTP heads and WebSocket frames, as they arrive.
 
-    A small state machine.  ``mode`` is where the next byte belongs:
+    ``mode`` is where the next byte belongs:
 
     - ``"http"``: the start of an HTTP head (a request c2s, a response s2c);
     - ``"body"``: inside a body whose length the head announced;
@@ -313,16 +171,15 @@ class _Decoder:
     - ``"ws"``: WebSocket frames;
     - ``"off"``: decoding failed; every byte is "other" from here on.
 
-    ``feed()`` never raises: whatever goes wrong is recorded and turns the
-    mode to "off".
+    ``advance()`` never raises: whatever goes wrong is recorded and turns
+    the mode to "off".
     """
 
-    def __init__(self, tap: "Tap", conn: "Connection", direction: str) -> None:
-        self.tap, self.conn, self.direction = tap, conn, direction
-        self.counts = conn.counts[direction]
+    def __init__(self, recorder: Recorder, direction: str) -> None:
+        self.recorder, self.direction = recorder, direction
+        self.counts = recorder.counts[direction]
         self.mode = "http"
-        self.buffer = _Buffer()
-        self.need = 0                      # bytes the buffer must hold before trying again
+        self.reader = Reader(masked=None, max_size=recorder.max_decode)   # either side: the tap only watches
         self.body_left: float = 0
         self.after_body = "http"
         self.assembler: MessageAssembler | None = None
@@ -330,51 +187,52 @@ class _Decoder:
         self.t, self.wall = 0.0, 0.0      # when the bytes being decoded were read
 
     @property
-    def other(self) -> "_Decoder":
-        return self.conn.decoders["s2c" if self.direction == "c2s" else "c2s"]
-
-    def feed(self, data: bytes, t: float, wall: float) -> None:
-        """Take one chunk as read from the socket; record whatever it completes."""
-        self.buffer.append(data)
-        self.t, self.wall = t, wall
-        self.advance()
+    def other(self) -> _Decoder:
+        return self.recorder._decoders["s2c" if self.direction == "c2s" else "c2s"]
 
     def advance(self) -> None:
+        """Decode as much as the buffered bytes allow."""
+        reason = None
         try:
             while self.mode != "off" and self._step():
                 pass
-        except (_Undecodable, FrameError, HandshakeError, ValueError) as error:
-            self.stop(str(error))
+        except FrameError as error:
+            hint = ("; the tap decodes frames and messages up to max_decode bytes: Tap(max_decode=...) raises it"
+                    if error.code == CloseCode.MESSAGE_TOO_BIG else "")
+            reason = f"{error}{hint}"
+        except (_Undecodable, HandshakeError, ValueError) as error:
+            reason = str(error)
         except Exception as error:  # a bug of ours must not break the traffic either
             log.exception("tap decoder failed")
-            self.stop(f"{type(error).__name__}: {error}")
-        if self.mode == "off":
-            self._count("other", self.buffer.clear())
+            reason = f"{type(error).__name__}: {error}"
+        if reason is not None:      # outside the except: its traceback still holds a view of the reader's buffer
+            self.stop(reason)
 
     def stop(self, reason: str) -> None:
         """Give up on this direction: record why, count the rest as "other"."""
         if self.mode == "off":
             return
         self.mode, self.assembler = "off", None
-        self.conn.errors[self.direction] = reason
-        self.tap._event("error", self.conn.id, self.direction, f"decoding stopped: {reason}", t=self.t)
-        self._count("other", self.buffer.clear())
+        self.recorder.errors[self.direction] = reason
+        self._event(f"decoding stopped: {reason}")
+        self.count("other", len(self.reader.take()))
         if self.direction == "s2c" and self.other.mode == "wait":
             self.other.stop("the server's answer to the upgrade request could not be decoded")
 
-    def finish(self) -> None:
-        """The connection is over: bytes still waiting (half a frame) become "other"."""
-        left = self.buffer.clear()
+    def finish(self, t: float, wall: float) -> None:
+        left = len(self.reader.take())
         if left and self.mode != "off":
-            self.tap._event("error", self.conn.id, self.direction,
-                            f"{left} byte(s) left undecoded when the connection ended ({self.mode})", t=self.t)
-        self._count("other", left)
+            self.t, self.wall = t, wall
+            self._event(f"{left} byte(s) left undecoded when the connection ended ({self.mode})")
+        self.count("other", left)
         self.mode, self.assembler = "off", None
 
-    def _count(self, part: str, n: float) -> None:
+    def count(self, part: str, n: float) -> None:
         if n:
-            with self.tap._lock:
-                setattr(self.counts, part, getattr(self.counts, part) + int(n))
+            setattr(self.counts, part, getattr(self.counts, part) + int(n))
+
+    def _event(self, detail: str) -> None:
+        self.recorder._emit(Event(0, self.t, self.wall, "error", self.recorder.conn, self.direction, detail))
 
     def _step(self) -> bool:
         """Decode one thing from the buffer; False when more bytes are needed."""
@@ -384,54 +242,48 @@ class _Decoder:
             return self._body()
         if self.mode == "ws":
             return self._frame()
-        if self.buffer.size > self.tap.max_decode:          # "wait" for the 101, yet the client floods
-            raise _Undecodable(f"{self.buffer.size} bytes sent before the server answered the upgrade")
+        if self.reader.buffered > self.recorder.max_decode:      # "wait" for the 101, yet the client floods
+            raise _Undecodable(f"{self.reader.buffered} bytes sent before the server answered the upgrade")
         return False    # "wait": the other direction will wake us
 
     # HTTP ------------------------------------------------------------------
 
     def _http(self) -> bool:
-        if self.buffer.size == 0:
+        raw = self.reader.next_head_bytes()      # HandshakeError past 16 KiB without a blank line
+        if raw is None:
             return False
-        split = split_head(self.buffer.peek())      # HandshakeError past 16 KiB without a blank line
-        if split is None:
-            return False
-        raw = split[0]
         head = parse_head(raw)
-        self.buffer.consume(len(raw))
-        self._count("http", len(raw))
-        if head.is_request:
-            body = self._request(head)
-        else:
-            body = self._response(head)
-        self.tap._http(HttpRecord(self.tap._next("http"), self.t, self.wall, self.conn.id, self.direction,
-                                  head, raw, body))
+        self.count("http", len(raw))
+        body = self._request(head) if head.is_request else self._response(head)
+        rec = self.recorder
+        rec._emit(HttpRecord(0, self.t, self.wall, rec.conn, self.direction, head, raw, body))
         if body:
             self.after_body, self.mode, self.body_left = self.mode, "body", body
         if not head.is_request and head.status == 101:
-            self.conn.upgrade(head, self.t)
+            rec._upgrade(head, self.t, self.wall)
         return True
 
     def _request(self, head: Head) -> float:
         """Note the request; return its body length; an upgrade request makes c2s wait for the answer."""
         if "Transfer-Encoding" in head.headers:
             raise _Undecodable("a chunked request body is not decoded by the tap")
-        self.conn.requests.append(head)
+        self.recorder.requests.append(head)
         if "websocket" in head.headers.tokens("Upgrade"):
             self.mode = "wait"
         return _content_length(head)
 
     def _response(self, head: Head) -> float:
         """Return the body length of a response (RFC 9112 §6.3), given the request it answers."""
-        request = self.conn.requests.popleft() if self.conn.requests else None
+        requests = self.recorder.requests
+        request = requests.popleft() if requests else None
         if head.status is not None and 100 <= head.status < 200:
             if head.status != 101 and request is not None:
-                self.conn.requests.appendleft(request)    # an interim answer: the real one follows
+                requests.appendleft(request)                  # an interim answer: the real one follows
             if head.status != 101:
                 return 0
         if self.other.mode == "wait" and head.status != 101:
-            self.other.mode = "http"                      # upgrade refused: plain HTTP again
-            self.tap._loop_call_soon(self.other.advance)
+            self.other.mode = "http"                          # upgrade refused: plain HTTP again
+            self.recorder._wake(self.other)
         if head.status == 101:
             return 0
         if (request is not None and request.method == "HEAD") or head.status in (204, 304):
@@ -440,14 +292,13 @@ class _Decoder:
             raise _Undecodable("a chunked response body is not decoded by the tap")
         if "Content-Length" in head.headers:
             return _content_length(head)
-        return math.inf                                   # no length: the body runs until the server closes
+        return math.inf                                       # no length: the body runs until the server closes
 
     def _body(self) -> bool:
-        n = min(self.body_left, self.buffer.size)
+        n = len(self.reader.take(int(min(self.body_left, self.reader.buffered))))
         if n == 0:
             return False
-        self.buffer.consume(int(n))
-        self._count("payload", n)
+        self.count("payload", n)
         self.body_left -= n
         if self.body_left == 0:
             self.mode = self.after_body
@@ -459,38 +310,31 @@ class _Decoder:
         """The handshake is done: from now on this direction carries frames."""
         if self.mode == "off":
             return
-        self.assembler = MessageAssembler(inflater, max_size=self.tap.max_decode)
+        self.assembler = MessageAssembler(inflater, max_size=self.recorder.max_decode)
         if self.mode in ("http", "wait"):
             self.mode = "ws"
-        else:                                             # e.g. still in a (strange) body: frames after it
+        else:                                                 # e.g. still in a (strange) body: frames after it
             self.after_body = "ws"
 
     def _frame(self) -> bool:
-        if self.buffer.size == 0 or self.buffer.size < self.need:
+        frame, used = self.reader.next_frame_with_size()   # FrameError: broken, or over max_decode
+        if frame is None:
             return False
-        data = self.buffer.peek()
-        try:
-            frame, used = decode_frame(data)
-        except IncompleteFrame as incomplete:
-            self.need = len(data) + incomplete.needed
-            if self.need > self.tap.max_decode + MAX_HEADER:
-                raise _Undecodable(f"a frame of at least {self.need} bytes is larger than the tap "
-                                   f"decodes (max_decode={self.tap.max_decode})") from None
-            return False
-        self.need = 0
         header = used - len(frame.payload)
-        keep = len(frame.payload) if self.tap.max_payload is None else min(len(frame.payload), self.tap.max_payload)
-        raw = bytes(data[: header + keep])
-        self.buffer.consume(used)
         masked = frame.mask_key is not None
-        self._count("header", header - 4 * masked)
-        self._count("mask", 4 * masked)
-        self._count("payload", len(frame.payload))
-        self._record(frame, header, raw, keep)
+        self.count("header", header - 4 * masked)
+        self.count("mask", 4 * masked)
+        self.count("payload", len(frame.payload))
+        self._record(frame, header)
         return True
 
-    def _record(self, frame: Frame, header: int, raw: bytes, keep: int) -> None:
-        """Assemble, inflate, then store the frame; an assembly error is recorded after the frame."""
+    def _record(self, frame: Frame, header: int) -> None:
+        """Assemble, inflate, then emit the frame; an assembly error is raised after the frame.
+
+        ``raw`` is the frame encoded again: decode_frame accepts only the
+        minimal length form and the same key masks the same bytes, so it is
+        byte for byte what crossed (RFC 6455 §5.2, §5.3).
+        """
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
             self.message = (frame.opcode, frame.rsv1)
         opcode, compressed = self.message if (self.message and not frame.opcode.is_control) else (None, False)
@@ -501,7 +345,9 @@ class _Decoder:
                     message, fragments = done.data, done.fragments
         except FrameError as exc:
             error = exc
-        truncated, limit = keep < len(frame.payload), self.tap.max_payload
+        limit = self.recorder.max_payload
+        keep = len(frame.payload) if limit is None else min(len(frame.payload), limit)
+        truncated = keep < len(frame.payload)
         if message is not None and limit is not None and len(message) > limit:
             message, truncated = message[:limit], True
         close_code = close_reason = None
@@ -511,16 +357,16 @@ class _Decoder:
                 close_code = int(close_code)
             except FrameError:
                 pass
-        record = FrameRecord(
-            self.tap._next("frame"), self.t, self.wall, self.conn.id, self.direction,
+        rec = self.recorder
+        rec._emit(FrameRecord(
+            0, self.t, self.wall, rec.conn, self.direction,
             frame.fin, frame.rsv1, frame.rsv2, frame.rsv3, frame.opcode, frame.mask_key is not None,
             frame.mask_key, len(frame.payload), length_form(len(frame.payload)), header,
-            bytes(frame.payload[:keep]), raw, truncated=truncated,
+            bytes(frame.payload[:keep]), encode_frame(frame, strict=False)[: header + keep], truncated=truncated,
             compressed=compressed, message_opcode=opcode, message=message, fragments=fragments,
-            close_code=close_code, close_reason=close_reason)
+            close_code=close_code, close_reason=close_reason))
         if frame.fin and not frame.opcode.is_control:
             self.message = None
-        self.tap._frame(record)
         if error is not None:
             raise error
 

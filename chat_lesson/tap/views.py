@@ -1,7 +1,14 @@
 """The tap's notebook views: recorded frames as a table, and a table that keeps itself up to date.
 
-FrameTable shows FrameRecords as HTML in Jupyter and as aligned text
-elsewhere; LiveView refreshes one from the tap's loop while traffic flows.
+FrameTable shows FrameRecords as HTML in Jupyter (``_repr_html_``, every
+cell through ``html.escape``) and as aligned text elsewhere (every payload
+and close reason through ``records.printable``, so a peer's escape codes
+cannot repaint your terminal).  LiveView refreshes a table from the tap's
+loop while traffic flows.
+
+This module knows the record types and nothing of the proxy: a LiveView
+reads from any object shaped like :class:`Source` (the Tap is one), so the
+proxy imports the views and never the other way round.
 """
 
 from __future__ import annotations
@@ -11,13 +18,12 @@ import html
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..notebook import in_notebook
-from .recorder import FrameRecord
+from .records import Event, FrameRecord
 
-if TYPE_CHECKING:                    # only for the annotations: a LiveView reads from its tap
-    from .proxy import Tap
+__all__ = ["COLUMNS", "FrameTable", "LiveView", "Source"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,24 @@ class FrameTable:
         return f'<table style="{style}">{caption}<thead><tr>{head}</tr></thead><tbody>{body}{empty}</tbody></table>'
 
 
+class Source(Protocol):
+    """What a LiveView reads from: the Tap, or anything with these (a test's fake, say)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def frames(self, conn: int | None = None, direction: str | None = None, opcode: Any = None) -> list[FrameRecord]: ...
+
+    def events(self, kind: str | None = None, conn: int | None = None) -> list[Event]: ...
+
+    def table(self, conn: int | None = None, direction: str | None = None, opcode: Any = None,
+              last: int | None = 100) -> FrameTable: ...
+
+    def status(self) -> str: ...
+
+    def last_number(self, kind: str) -> int: ...
+
+
 class LiveView:
     """A view of the frames that keeps itself up to date while traffic flows.
 
@@ -84,10 +108,11 @@ class LiveView:
     seconds, so the cell returns at once and the table keeps changing under
     it.  Elsewhere it prints one line per new frame or event.  It ends
     after ``seconds`` (None: when stopped), at ``stop()``, or when the tap
-    stops; ``wait()`` blocks until then.
+    stops; ``wait()`` blocks until then.  The source's loop runs ``run()``
+    (``tap.live()`` starts it there).
     """
 
-    def __init__(self, tap: "Tap", seconds: float | None, filters: dict[str, Any], rows: int,
+    def __init__(self, tap: Source, seconds: float | None, filters: dict[str, Any], rows: int,
                  interval: float, notebook: bool | None = None) -> None:
         self.tap, self.seconds, self.filters, self.rows = tap, seconds, filters, rows
         self.interval = max(0.2, interval)
@@ -101,15 +126,15 @@ class LiveView:
 
             self._handle = display(self._table(), display_id=True)
         else:
-            self._shown = (tap._counter_value("frame"), tap._counter_value("event"))
-        tap._submit(self._run())
+            self._shown = (tap.last_number("frame"), tap.last_number("event"))
 
     def _table(self) -> FrameTable:
         table = self.tap.table(last=self.rows, **self.filters)
-        table.caption = f"live · {self.tap._status()}"
+        table.caption = f"live · {self.tap.status()}"
         return table
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Refresh every ``interval`` s until the end; on the source's loop."""
         start = time.monotonic()
         try:
             while not self._stopped.is_set() and self.tap.running:
@@ -125,7 +150,7 @@ class LiveView:
     def _refresh(self) -> None:
         try:
             if self.notebook:
-                seen = (self.tap._counter_value("frame"), self.tap._counter_value("event"))
+                seen = (self.tap.last_number("frame"), self.tap.last_number("event"))
                 if seen != self._shown:
                     self._shown = seen
                     self._handle.update(self._table())

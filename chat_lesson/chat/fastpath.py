@@ -1,0 +1,71 @@
+"""The chat's fast path: whole frames written under websockets, never awaited.
+
+A server's frames are not masked (RFC 6455 §5.1), so one broadcast is the
+same bytes for every client: the server encodes each event once and hands
+the frames of one loop turn to each client's transport in one write, where
+``websockets.broadcast`` would serialize every frame again per connection and
+make one system call per frame (``bench fanout`` measures the difference).
+This is safe because the server never fragments or compresses what it sends:
+each write is a run of whole frames, which cannot land inside a frame of
+websockets' own (its pings and close are written whole too, from the same
+thread).
+
+Everything here that reaches past websockets' documented API is in
+:func:`write_frames`: ``connection.transport`` (the asyncio transport),
+``connection.protocol.fail()`` (the sans-I/O protocol's way to fail a
+connection) and ``connection.send_data()`` (which flushes what the protocol
+wants to send).  Checked against websockets 15.0.1, 16.0 and 17.4;
+``tests/test_fastpath.py`` fails if a release changes them underneath us.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Literal
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+__all__ = ["KERNEL_SEND_BUFFER", "fix_send_buffer", "write_frames"]
+
+# The kernel's send buffer per client, fixed.  Left alone, Linux grows it up to
+# tcp_wmem's maximum (4 MiB), which would hide a stuck client from the
+# max_buffer check for megabytes; fixed, a stuck client costs at most about
+# twice this (the kernel doubles it for bookkeeping) plus max_buffer.
+KERNEL_SEND_BUFFER = 64 * 1024
+
+
+def fix_send_buffer(connection: ServerConnection, size: int = KERNEL_SEND_BUFFER) -> None:
+    """Pin the kernel's send buffer of ``connection`` to ``size`` bytes."""
+    sock = connection.transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+def write_frames(connection: ServerConnection, data: bytes, max_buffer: int) -> Literal["sent", "closed", "dropped"]:
+    """Queue whole frames for one client without waiting for it.
+
+    Returns ``"sent"``; ``"closed"`` when the connection is no longer open
+    (nothing written); or ``"dropped"`` when the client has stopped reading:
+    more than ``max_buffer`` bytes already wait in its transport.  Such a
+    client could never receive a close frame (it would wait behind the
+    unread bytes), so websockets is told the connection failed with 1008
+    (policy violation: its state and logs say why) and the TCP connection is
+    reset: SO_LINGER with a zero time-out makes close() send an RST and free
+    the kernel's buffers now, instead of retrying into a closed window for
+    minutes.  The browser, when it wakes, sees 1006 and reconnects.
+    """
+    if connection.state is not State.OPEN:
+        return "closed"
+    transport = connection.transport
+    if transport.get_write_buffer_size() <= max_buffer:
+        transport.write(data)
+        return "sent"
+    connection.protocol.fail(1008, "too slow: stopped reading messages")
+    connection.send_data()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    return "dropped"
