@@ -1,15 +1,21 @@
-"""Run asyncio code from a notebook cell.
+"""Run asyncio code from a notebook cell, without ever blocking or re-entering the kernel.
 
 Two problems meet in a notebook:
 
 1. A server must keep running while the student runs other cells, some of
    which block (``time.sleep``, a long computation).  So a server gets its
    own event loop in a daemon thread: :class:`BackgroundLoop`.
-2. Jupyter's kernel already runs an asyncio loop, so ``asyncio.run(...)`` from
-   a cell fails with "cannot be called from a running event loop".
-   :func:`run` uses nest-asyncio to re-enter the kernel's loop for the
-   duration of one call, which lets a lesson call the same helper from a
-   cell and from a script.  (Inside a cell you may also simply ``await``.)
+2. Jupyter's kernel already runs an asyncio loop, and on "Run All" it queues
+   every cell on it.  ``asyncio.run(...)`` from a cell fails ("cannot be
+   called from a running event loop"), and re-entering the kernel's loop (the
+   nest-asyncio trick) would run the queued cells *inside* the current one,
+   out of order.  So a blocking call from a cell hands its coroutine to a
+   background loop and waits for the result in the cell's thread
+   (:func:`client_loop` for clients); in a cell you may also simply ``await``
+   the ``a...`` form of a call.
+
+This is the only module that knows Jupyter: how to show a link, and how to
+tell a re-run of the same cell (see :class:`CellService`).
 """
 
 from __future__ import annotations
@@ -17,40 +23,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
+import os
 import socket
+import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from collections.abc import Awaitable, Callable, Coroutine
 
 T = TypeVar("T")
 
-_script_loop: asyncio.AbstractEventLoop | None = None
+_client_loop: BackgroundLoop | None = None
+_client_loop_lock = threading.Lock()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion and return its result, from a cell or a script.
-
-    Inside Jupyter (a loop is already running in this thread) this is
-    nest-asyncio's job: it patches that loop so it can be re-entered, and we
-    drive it until ``coro`` is done.  Background tasks on the kernel's loop
-    (a client's keepalive, say) keep running between cells.  Elsewhere one
-    private loop is kept for the whole process, so connections opened by one
-    call are still alive in the next.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        loop = None
-    if loop is not None:
-        import nest_asyncio
-
-        nest_asyncio.apply(loop)
-        return loop.run_until_complete(coro)
-    global _script_loop
-    if _script_loop is None or _script_loop.is_closed():
-        _script_loop = asyncio.new_event_loop()
-    return _script_loop.run_until_complete(coro)
+def client_loop() -> BackgroundLoop:
+    """The background loop shared by every client driven from plain (non-await) calls."""
+    global _client_loop
+    with _client_loop_lock:
+        if _client_loop is None or _client_loop.loop.is_closed():
+            _client_loop = BackgroundLoop("chat-lesson-clients")
+        return _client_loop
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 5.0, what: str = "a condition", step: float = 0.01) -> T:
@@ -140,6 +133,28 @@ def lan_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def calling_cell() -> str | None:
+    """The notebook cell (``file:line``) whose code called into this package, or None outside one.
+
+    ipykernel compiles each cell to a file name made from a hash of its
+    source (``.../ipykernel_<pid>/<hash>.py``; terminal IPython uses
+    ``<ipython-input-...>``), so running the same cell again gives the same
+    name: that is how a re-run is told from a new cell.
+    """
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    name = frame.f_code.co_filename
+    if "ipykernel_" in name or name.startswith("<ipython-input-"):
+        return f"{name}:{frame.f_lineno}"
+    return None
+
+
 class CellService:
     """Start and stop an asyncio server from a cell: the shared half of ChatServer, Tap, ...
 
@@ -150,15 +165,19 @@ class CellService:
     - ``start()`` / ``stop()``: the same on a :class:`BackgroundLoop` of its
       own, so the service keeps running while other cells block;
     - ``with`` and ``async with``;
-    - re-run cells: starting a service on a port that an earlier service of
-      this kernel still holds stops that one first, instead of failing with
-      "address already in use".
+    - re-run cells: running the same cell again stops the service it started
+      the first time and starts the new one *on the same port*, even with
+      ``port=0``, so a browser tab open on it reconnects by itself; and
+      starting a service on a port that another service of this kernel holds
+      stops that one first, instead of failing with "address already in use".
     """
 
     _by_port: dict[int, CellService] = {}   # shared by every kind of service in this process
+    _by_cell: dict[tuple[str, str], CellService] = {}
     host: str
     port: int
     _background: BackgroundLoop | None = None
+    _cell: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -184,7 +203,19 @@ class CellService:
         raise NotImplementedError
 
     def start(self) -> Any:
-        """Start on a background loop; returns once listening."""
+        """Start on a background loop; returns once listening.
+
+        Called again from the same notebook cell (a re-run), it first stops
+        what that cell started before, and takes over its port.
+        """
+        cell = calling_cell()
+        if cell is not None:
+            self._cell = (type(self).__name__, cell)
+            earlier = CellService._by_cell.get(self._cell)
+            if earlier is not None and earlier is not self:
+                if self.port == 0 and earlier.host == self.host:
+                    self.port = earlier.port
+                earlier.stop()
         previous = CellService._by_port.get(self.port) if self.port else None
         if previous is not None and previous is not self:
             previous.stop()
@@ -196,6 +227,8 @@ class CellService:
             self._background.stop()
             self._background = None
             raise
+        if self._cell is not None:
+            CellService._by_cell[self._cell] = self
         return self
 
     def stop(self) -> None:
@@ -204,6 +237,8 @@ class CellService:
             self._background.call(self.astop())
             self._background.stop()
             self._background = None
+        if self._cell is not None and CellService._by_cell.get(self._cell) is self:
+            del CellService._by_cell[self._cell]
 
     def _claim_port(self) -> None:
         CellService._by_port[self.port] = self

@@ -20,8 +20,9 @@ def runtime_dependencies() -> set[str]:
     return {name_of(r) for r in project["dependencies"]}
 
 
-def test_runtime_dependencies_are_the_four_named_ones():
-    assert runtime_dependencies() == {"jupyterlab", "websockets", "nest-asyncio", "matplotlib"}
+def test_runtime_dependencies_are_the_three_named_ones():
+    # nest-asyncio is gone: no cell re-enters the kernel's loop (chat_lesson.notebook says why)
+    assert runtime_dependencies() == {"jupyterlab", "websockets", "matplotlib"}
 
 
 def test_conda_environments_list_the_same_dependencies():

@@ -2,11 +2,19 @@
 
 Every method comes in two forms: ``connect()``, ``send()``, ``recv()``,
 ``close()`` for a plain cell or script, and ``aconnect()``, ``asend()``,
-``arecv()``, ``aclose()`` for ``await``.  The plain forms go through
-:func:`chat_lesson.notebook.run`, which uses nest-asyncio inside Jupyter
-(whose kernel already runs an event loop that ``asyncio.run`` cannot start
-again); the client's connection then lives on the kernel's loop, which
-keeps answering the server's pings between cells.
+``arecv()``, ``aclose()`` for ``await``.
+
+The plain forms never touch the caller's event loop.  A Jupyter kernel runs
+its own loop and queues the cells of a "Run All" on it; a call that re-entered
+that loop (as nest-asyncio does) would run the queued cells *inside* the
+current one, out of order.  So the connection of a plain-form client lives on
+one background loop thread shared by all such clients
+(:func:`chat_lesson.notebook.client_loop`), which keeps answering the server's
+pings between cells, and each plain call waits for its result there.
+
+The ``a`` forms run on the loop that connected the client; awaited from
+another loop (``await bot.arecv()`` in a cell, after ``bot.connect()``), they
+are handed to that loop and awaited from here.
 
 >>> bot = ChatClient("ws://127.0.0.1:8000/ws", "bot").connect()   # doctest: +SKIP
 >>> bot.send("hello :wave:")                                        # doctest: +SKIP
@@ -19,13 +27,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..notebook import run
-from .server import SUBPROTOCOL
+from ..notebook import client_loop
+from .wire import SUBPROTOCOL
+
+__all__ = ["ChatClient", "ws_url_of"]
+
+T = TypeVar("T")
 
 
 def ws_url_of(target: Any) -> str:
@@ -34,6 +46,13 @@ def ws_url_of(target: Any) -> str:
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:].rstrip("/") + "/ws"
     return url
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class ChatClient:
@@ -53,10 +72,34 @@ class ChatClient:
         # and the server would then close this client as too slow.
         self.options = {"max_queue": None, **options}
         self.ws: ClientConnection | None = None
+        self._home: asyncio.AbstractEventLoop | None = None     # the loop the connection lives on
+
+    # -- where the coroutines run ---------------------------------------------------
+
+    async def _on_home(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the connection's loop, from whichever loop we are on."""
+        home = self._home
+        if home is None or home is asyncio.get_running_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
+
+    def _block(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the connection's loop (the shared client loop by default) and wait for it."""
+        background = client_loop()
+        home = self._home or background.loop
+        if home is _running_loop():
+            coro.close()
+            raise RuntimeError("this client was connected with `await client.aconnect()` on this loop: "
+                               "use the await forms (await client.asend(...), await client.arecv() ...)")
+        if home is background.loop:
+            return background.call(coro, timeout=None)
+        return asyncio.run_coroutine_threadsafe(coro, home).result()
 
     # -- async ----------------------------------------------------------------
 
     async def aconnect(self) -> ChatClient:
+        """Open the connection (and join, unless legacy) on the running loop."""
+        self._home = asyncio.get_running_loop()
         subprotocols = None if self.legacy else [SUBPROTOCOL]
         self.ws = await connect(self.url, subprotocols=subprotocols, **self.options)
         if not self.legacy:
@@ -65,17 +108,21 @@ class ChatClient:
 
     async def asend(self, message: str) -> None:
         """Send a chat message in the Go original's shape."""
-        await self._ws.send(json.dumps({"username": self.username, "email": self.email, "message": message}, ensure_ascii=False))
+        data = json.dumps({"username": self.username, "email": self.email, "message": message}, ensure_ascii=False)
+        await self._on_home(self._ws.send(data))
 
     async def asend_raw(self, data: str | bytes) -> None:
         """Send anything at all, e.g. broken JSON, to see how the server copes."""
-        await self._ws.send(data)
+        await self._on_home(self._ws.send(data))
 
     async def arecv(self, timeout: float = 5, type: str | None = None) -> dict[str, Any]:
         """The next event (of ``type``, if given, skipping others) within ``timeout`` seconds.
 
         Raises ``TimeoutError`` when none arrives in time.
         """
+        return await self._on_home(self._recv(timeout, type))
+
+    async def _recv(self, timeout: float, type: str | None) -> dict[str, Any]:
         async with asyncio.timeout(timeout):
             while True:
                 event = json.loads(await self._ws.recv())
@@ -100,7 +147,7 @@ class ChatClient:
 
     async def aclose(self) -> None:
         if self.ws is not None:
-            await self.ws.close()
+            await self._on_home(self.ws.close())
 
     async def __aenter__(self) -> ChatClient:
         return await self.aconnect()
@@ -111,22 +158,22 @@ class ChatClient:
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self.aevents()
 
-    # -- sync: the same, for a plain cell or script ---------------------------
+    # -- plain: the same, for a cell or a script; never re-enters the caller's loop --
 
     def connect(self) -> ChatClient:
-        return run(self.aconnect())
+        return self._block(self.aconnect())
 
     def send(self, message: str) -> None:
-        run(self.asend(message))
+        self._block(self.asend(message))
 
     def send_raw(self, data: str | bytes) -> None:
-        run(self.asend_raw(data))
+        self._block(self.asend_raw(data))
 
     def recv(self, timeout: float = 5, type: str | None = None) -> dict[str, Any]:
-        return run(self.arecv(timeout, type))
+        return self._block(self.arecv(timeout, type))
 
     def wait_for(self, predicate: Any, timeout: float = 5) -> dict[str, Any]:
-        return run(self.await_for(predicate, timeout))
+        return self._block(self.await_for(predicate, timeout))
 
     def events(self, timeout: float = 1) -> Iterator[dict[str, Any]]:
         """Yield events until none arrives for ``timeout`` seconds."""
@@ -137,7 +184,7 @@ class ChatClient:
                 return
 
     def close(self) -> None:
-        run(self.aclose())
+        self._block(self.aclose())
 
     def __enter__(self) -> ChatClient:
         return self.connect()
