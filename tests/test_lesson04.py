@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from chat_lesson import ChatServer
-from chat_lesson.chat.server import SUBPROTOCOL
+from chat_lesson.chat.wire import SUBPROTOCOL
 
 from chat_lesson.lessons import plots  # noqa: E402
 from chat_lesson.lessons.exercises import check  # noqa: E402

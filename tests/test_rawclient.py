@@ -9,7 +9,7 @@ import time
 import pytest
 
 from chat_lesson import ChatServer
-from chat_lesson.chat.server import SUBPROTOCOL
+from chat_lesson.chat.wire import SUBPROTOCOL
 from chat_lesson.protocol.frames import Opcode, decode_close
 from chat_lesson.protocol.handshake import HandshakeError, build_request, make_key
 from chat_lesson.rawclient import RawClient

@@ -22,7 +22,7 @@ from chat_lesson.lessons import lesson05, lesson06
 from chat_lesson.lessons.exercises import check
 from chat_lesson.lessons.lesson06 import FLAWS, MAX_BUFFER_CASE, SNIPPETS
 from chat_lesson.lessons.naive import NaiveServer
-from chat_lesson.chat.server import ChatError
+from chat_lesson.chat.room import ChatError
 
 
 # -- lesson 05: bots, the live view, headroom, the client's source ---------------------------

@@ -35,7 +35,7 @@ from chat_lesson import rawclient
 from chat_lesson.protocol.frames import Frame, Opcode, apply_mask, encode_close, encode_frame, header_size
 from chat_lesson.protocol.handshake import check_request, parse_head
 from chat_lesson.notebook import BackgroundLoop
-from chat_lesson.chat.server import SUBPROTOCOL
+from chat_lesson.chat.wire import SUBPROTOCOL
 from chat_lesson.tap import FrameTable, Tap
 from chat_lesson.protocol import deflate
 from chat_lesson.protocol.handshake import build_request, make_key

@@ -15,7 +15,8 @@ from typing import Any
 from ..protocol import deflate, frames, handshake
 from ..protocol.reader import Reader
 from ..rawclient import RawClient
-from ..chat.server import SUBPROTOCOL, raise_fd_limit
+from ..chat.server import raise_fd_limit
+from ..chat.wire import SUBPROTOCOL
 
 STAMP = re.compile(rb'"message": ?"(\d+) (\d+) ')
 DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"

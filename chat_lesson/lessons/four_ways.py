@@ -46,7 +46,7 @@ from ..protocol.frames import Frame, Opcode, encode_close, encode_frame, header_
 from ..protocol.handshake import build_request, check_response, make_key, parse_head
 from ..protocol.reader import Reader
 from ..notebook import BackgroundLoop
-from ..chat.server import SUBPROTOCOL
+from ..chat.wire import SUBPROTOCOL
 from .display import Table
 
 USER_AGENT = "chat-lesson-poller/1.0"

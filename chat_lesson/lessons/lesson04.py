@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from ..chat.server import SUBPROTOCOL
+from ..chat.wire import SUBPROTOCOL
 from ..notebook import BackgroundLoop, wait_until
 from ..protocol.frames import Frame, Opcode, decode_frame, encode_frame
 from ..rawclient import RawClient

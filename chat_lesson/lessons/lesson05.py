@@ -28,7 +28,9 @@ from typing import Any
 from collections.abc import Callable, Sequence
 
 from ..chat.client import ChatClient
-from ..chat.server import STATIC_DIR, ChatError, ChatServer
+from ..chat.room import ChatError
+from ..chat.server import ChatServer
+from ..chat.static import STATIC_DIR
 from ..notebook import BackgroundLoop
 from .exercises import Wrong, exercise, expect, need_dict, need_function
 
