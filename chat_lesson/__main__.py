@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import logging
 import sys
@@ -14,25 +15,32 @@ def serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the chat server (Ctrl-C stops it)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 for a classroom LAN (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default 8000)")
-    for name in ("rate_limit", "burst", "max_message", "max_frame", "max_buffer", "ping_interval", "ping_timeout",
-                 "history"):
+    for field in dataclasses.fields(DEFAULTS):          # every limit, its default and help from chat/wire.py
+        name = field.name
         default = getattr(DEFAULTS, name)
         p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
                        help=f"{HELP[name]} (default {default:g})")
     p.add_argument("--origin", action="append", default=[], metavar="URL", help="another Origin allowed to connect (repeatable)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another name this server is reached by, e.g. chat.school.example (repeatable)")
     p.add_argument("--no-compression", action="store_true", help="do not negotiate permessage-deflate")
     p.add_argument("--static", default=None, metavar="DIR", help="serve this folder instead of the course's static/")
+    p.add_argument("--history-file", default=None, metavar="PATH",
+                   help="keep messages in this SQLite file, so a restart replays them (e.g. chat-history.sqlite3)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every join, leave and refusal")
 
 
 async def serve(args: argparse.Namespace) -> None:
     from .chat.server import ChatServer
+    from .chat.wire import DEFAULTS
 
+    limits = {f.name: getattr(args, f.name) for f in dataclasses.fields(DEFAULTS)}
+    limits["ping_interval"] = limits["ping_interval"] or None
+    limits["ping_timeout"] = limits["ping_timeout"] or None
     server = ChatServer(
-        args.host, args.port, origins=args.origin, rate_limit=args.rate_limit, burst=args.burst,
-        max_message=args.max_message, max_frame=args.max_frame, max_buffer=args.max_buffer,
-        ping_interval=args.ping_interval or None, ping_timeout=args.ping_timeout or None,
-        compression=None if args.no_compression else "deflate", static=args.static, history=args.history,
+        args.host, args.port, origins=args.origin, allow_hosts=args.allow_host, **limits,
+        compression=None if args.no_compression else "deflate", static=args.static,
+        history_file=args.history_file,
     )
     await server.serve_forever()
 
@@ -54,10 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["export"]:           # python -m chat_lesson export --history-file F [--format ...] [-o OUT] [--clear]
+        from .chat.history import export_main
+
+        return export_main(argv[1:])
     parser = argparse.ArgumentParser(prog="chat-lesson", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve_parser(sub)
     tap_parser(sub)
+    sub.add_parser("export", help="write the transcript kept in a --history-file: see python -m chat_lesson export --help")
     sub.add_parser("bench", help="benchmarks: see python -m chat_lesson bench --help")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,

@@ -14,8 +14,9 @@ Two problems meet in a notebook:
    (:func:`client_loop` for clients); in a cell you may also simply ``await``
    the ``a...`` form of a call.
 
-This is the only module that knows Jupyter: how to show a link, and how to
-tell a re-run of the same cell (see :class:`CellService`).
+This is the only module that knows Jupyter: how to show a link (and which
+one: :func:`link_for`), and how to tell a re-run of the same cell (see
+:class:`CellService`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -107,15 +109,62 @@ def in_notebook() -> bool:
     return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
 
 
-def show_link(url: str, label: str) -> None:
-    """Show ``url`` as a clickable link in Jupyter, or print it elsewhere."""
+LINK_MODES = ("auto", "direct", "proxy")
+
+
+def link_for(url: str, link: str = "auto", environ: Mapping[str, str] | None = None) -> str:
+    """The link to show for a service listening at ``url`` (``http://127.0.0.1:PORT/...``).
+
+    A service's own address is only good on the machine it runs on.  When
+    the notebook runs elsewhere (JupyterHub, Binder, a lab on a remote
+    machine), the learner's browser reaches that machine only through the
+    Jupyter server itself, and jupyter-server-proxy forwards
+    ``<base_url>proxy/PORT/...`` to ``127.0.0.1:PORT/...`` there: the page
+    and its WebSocket both, since the page builds the WebSocket's URL from
+    its own location (static/app.js ``wsURL()``).
+
+    - ``"direct"``: ``url`` as it is.
+    - ``"proxy"``: ``{base_url}proxy/{port}/...``, an absolute path that the
+      browser resolves against the lab's own address.  The base URL is
+      JupyterHub's ``JUPYTERHUB_SERVICE_PREFIX`` (``/user/alice/``), else ``/``.
+    - ``"auto"``: "proxy" under JupyterHub (which sets
+      ``JUPYTERHUB_SERVICE_PREFIX``; Binder runs under JupyterHub too), else
+      "direct".
+
+    Pure: ``environ`` defaults to ``os.environ`` but a test passes its own.
+    """
+    if link not in LINK_MODES:
+        raise ValueError(f"link={link!r}: use one of {', '.join(map(repr, LINK_MODES))}")
+    environ = os.environ if environ is None else environ
+    prefix = environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if link == "direct" or (link == "auto" and not prefix):
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.port is None:
+        return url                     # no port to proxy to: nothing better to show
+    inner = (prefix or "").strip("/")
+    base = f"/{inner}/" if inner else "/"
+    path = parts.path or "/"
+    return urllib.parse.urlunsplit(("", "", f"{base}proxy/{parts.port}{path}", parts.query, parts.fragment))
+
+
+def show_link(url: str, label: str, link: str = "auto") -> None:
+    """Show the service at ``url`` as a clickable link in Jupyter, or print it elsewhere.
+
+    ``link`` chooses between ``url`` itself and the same page through the
+    Jupyter server (see :func:`link_for`); every service (chat, tap, ...)
+    shows its link here, so each gets the proxied one under JupyterHub.
+    """
+    shown = link_for(url, link)
     if in_notebook():
         from IPython.display import HTML, display
 
-        u = html.escape(url, quote=True)
-        display(HTML(f'{html.escape(label)} <a href="{u}" target="_blank">{html.escape(url)}</a>'))
+        u = html.escape(shown, quote=True)
+        display(HTML(f'{html.escape(label)} <a href="{u}" target="_blank">{html.escape(shown)}</a>'))
+    elif shown != url:     # a path on the Jupyter server: say where it leads, for a terminal on that server
+        print(f"{label} {shown} on the Jupyter server's address (on this machine: {url})", flush=True)
     else:
-        print(f"{label} {url}", flush=True)
+        print(f"{label} {shown}", flush=True)
 
 
 def lan_address() -> str | None:
@@ -176,6 +225,7 @@ class CellService:
     _by_cell: dict[tuple[str, str], CellService] = {}
     host: str
     port: int
+    link: str = "auto"        # which link to show: see link_for()
     _background: BackgroundLoop | None = None
     _cell: tuple[str, str] | None = None
 
@@ -183,6 +233,11 @@ class CellService:
     def url(self) -> str:
         """The page to open in a browser (on this machine: 0.0.0.0 is shown as 127.0.0.1)."""
         return f"http://{self._display_host()}:{self.port}/"
+
+    @property
+    def link_url(self) -> str:
+        """The link a learner should open: ``url``, or the same page through the Jupyter server (:func:`link_for`)."""
+        return link_for(self.url, self.link)
 
     @property
     def ws_url(self) -> str:

@@ -54,11 +54,11 @@ def test_join_is_broadcast_with_ids_and_never_the_email():
     room, _ = make_room()
     alice, _ = room.connect()
     out = room.receive(alice, join("alice", " Alice@Example.com"))
-    assert types(out) == [(EVERYONE, "join"), (EVERYONE, "presence")]
-    joined, presence = out[0][1], out[1][1]
+    assert types(out) == [(EVERYONE, "join")]              # a diff: the whole list only goes to newcomers
+    joined = out[0][1]
     assert joined == {"type": "join", "time": "T", "from": alice.id, "username": "alice",
                       "avatar": avatar_hash("alice@example.com")}
-    assert presence["online"] == [{"id": alice.id, "username": "alice", "avatar": joined["avatar"]}]
+    assert room.presence()["online"] == [{"id": alice.id, "username": "alice", "avatar": joined["avatar"]}]
     assert "Alice@Example.com" not in json.dumps([event for _, event in out])
     assert room.receive(alice, join("alice", " Alice@Example.com")) == []   # the same again: nothing new
 
@@ -80,8 +80,11 @@ def test_a_message_is_numbered_kept_and_sent_to_everyone():
     ("{oops", "bad_json"),
     ("[1, 2]", "bad_json"),
     (json.dumps({"type": "dance"}), "bad_field"),
-    (json.dumps({"type": "join", "username": "x" * 33}), "bad_field"),
-    (json.dumps({"type": "join", "username": "   "}), "bad_field"),
+    (json.dumps({"type": "join", "username": "x" * 33}), "bad_name"),
+    (json.dumps({"type": "join", "username": "   "}), "bad_name"),
+    (json.dumps({"type": "join", "username": "\ud800"}), "bad_field"),
+    (json.dumps({"username": "a", "message": "half a pair \ud83d"}), "bad_field"),
+    ("[" * 4000 + "]" * 4000, "bad_json"),
     (json.dumps({"username": "a", "message": ""}), "bad_field"),
     (json.dumps({"username": "a", "message": "é" * 2049}), "too_long"),
     (json.dumps({"username": "a", "email": 5, "message": "x"}), "bad_field"),
@@ -92,7 +95,7 @@ def test_bad_input_is_an_error_to_the_sender_only(raw, code):
     out = room.receive(alice, raw)
     assert types(out) == [(alice, "error")]
     assert out[0][1]["code"] == code and out[0][1]["detail"]
-    assert room.stats.errors == 1 and room.history == type(room.history)()
+    assert room.stats.errors == 1 and not room.history
 
 
 def test_the_rate_budget_refills_with_the_clock():
@@ -120,17 +123,19 @@ def test_leaving_is_announced_only_for_those_who_joined():
     room.receive(alice, join("alice"))
     assert room.disconnect(lurker) == []
     out = room.disconnect(alice)
-    assert types(out) == [(EVERYONE, "leave"), (EVERYONE, "presence")]
-    assert out[1][1]["online"] == [] and room.online == [] and room.stats.connections == 0
+    assert types(out) == [(EVERYONE, "leave")]
+    assert out[0][1]["from"] == alice.id and room.online == [] and room.stats.connections == 0
     assert room.disconnect(alice) == []                       # twice is harmless
 
 
-def test_a_legacy_client_is_named_by_its_messages_and_hears_nothing_first():
+def test_a_legacy_client_is_named_by_its_first_message_and_hears_nothing_first():
     room, _ = make_room()
     old, out = room.connect(legacy=True)
     assert out == []
     out = room.receive(old, say("hello", name="gopher"))
-    assert types(out) == [(EVERYONE, "join"), (EVERYONE, "presence"), (EVERYONE, "message")]
+    assert types(out) == [(EVERYONE, "join"), (EVERYONE, "message")]
+    out = room.receive(old, say("now I am someone else", name="teacher"))
+    assert out[0][1]["username"] == "gopher"                 # the first message fixed the name
     assert room.online == ["gopher"]
 
 
@@ -149,3 +154,167 @@ def test_commands_replace_or_swallow_a_message_and_may_refuse():
     assert room.receive(alice, say("/quiet")) == []
     assert room.receive(alice, say("/dice"))[0][1] == {"type": "error", "code": "no_dice", "detail": "not today"}
     assert room.receive(alice, say("/unknown x"))[0][1]["message"] == "/unknown x"
+
+
+# -- a class with a troll in it: identity ------------------------------------------------------
+
+@pytest.mark.parametrize("fake", ["alice", "ALICE", " Alice ", "Alíce", "\u0410lice", "al\u0456ce", "ａｌｉｃｅ"])
+def test_a_name_that_looks_like_an_online_one_is_taken(fake):
+    room, _ = make_room()
+    alice, _ = room.connect(address="10.0.0.1")
+    room.receive(alice, join("Alice"))
+    troll, _ = room.connect(address="10.0.0.2")
+    out = room.receive(troll, join(fake))
+    assert out[0][1]["code"] == "name_taken", fake
+    assert "pick another name" in out[0][1]["detail"]
+
+
+@pytest.mark.parametrize("name, why", [
+    ("evil\u202egnp.exe", "direction"), ("zero\u200bwidth", "invisible"), ("ring\x07", "control"),
+    ("e" + "\u0301" * 31, "accents"), ("\ue000", "not a character"),
+])
+def test_names_that_hide_or_disguise_are_refused_with_the_reason(name, why):
+    room, _ = make_room()
+    member, _ = room.connect()
+    (_, error), = room.receive(member, join(name))
+    assert error["code"] == "bad_name" and why in error["detail"]
+
+
+def test_one_name_per_connection_and_renames_are_explicit_budgeted_and_seen():
+    room, clock = make_room(rename_rate=0.1, rename_burst=1)
+    alice, _ = room.connect(address="10.0.0.1")
+    room.receive(alice, join("alice"))
+    assert room.receive(alice, join("teacher2"))[0][1]["code"] == "already_joined"
+    out = room.receive(alice, json.dumps({"type": "rename", "username": "alicia"}))
+    assert out == [(EVERYONE, {"type": "rename", "time": "T", "from": alice.id, "old": "alice",
+                               "username": "alicia", "avatar": ""})]
+    assert room.receive(alice, json.dumps({"type": "rename", "username": "ali"}))[0][1]["code"] == "rate_limited"
+    clock.t += 10
+    assert room.receive(alice, json.dumps({"type": "rename", "username": "ali"}))[0][1]["type"] == "rename"
+    bob, _ = room.connect(address="10.0.0.2")
+    assert room.receive(bob, join("alicia"))[0][1]["type"] == "join"     # the old name is free again
+
+
+def test_a_copied_email_does_not_copy_the_face():
+    room, _ = make_room()
+    alice, _ = room.connect(address="10.0.0.1")
+    room.receive(alice, join("alice", "alice@example.org"))
+    troll, _ = room.connect(address="10.0.0.2")
+    out = room.receive(troll, join("mallory", "alice@example.org"))
+    assert out[0][1]["avatar"] == "" and alice.avatar == avatar_hash("alice@example.org")
+
+
+def test_teacher_names_are_reserved():
+    room, _ = make_room()
+    troll, _ = room.connect()
+    assert room.receive(troll, join("Teacher"))[0][1]["code"] == "bad_name"
+    assert room.receive(troll, join("T3acher"))[0][1]["code"] == "bad_name"
+
+
+# -- the teacher ----------------------------------------------------------------------------------
+
+def teacher_and_student(**limits):
+    room, clock = make_room(**limits)
+    teacher, _ = room.connect(address="10.0.0.9")
+    out = room.receive(teacher, json.dumps({"type": "join", "username": "Teacher", "teacher": room.secret}))
+    assert out[0][1]["teacher"] is True
+    bob, _ = room.connect(address="10.0.0.2")
+    room.receive(bob, join("bob"))
+    return room, clock, teacher, bob
+
+
+def test_a_wrong_secret_is_refused_and_nobody_else_gets_the_badge():
+    room, _ = make_room()
+    troll, _ = room.connect()
+    out = room.receive(troll, json.dumps({"type": "join", "username": "x", "teacher": "guess"}))
+    assert out[0][1]["code"] == "not_teacher" and troll.username is None
+    room.receive(troll, join("x"))
+    assert "teacher" not in room.receive(troll, say("hi"))[0][1]
+    assert room.receive(troll, json.dumps({"type": "kick", "target": 1}))[0][1]["code"] == "not_teacher"
+
+
+def test_the_teacher_kicks_and_the_class_sees_it():
+    room, _, teacher, bob = teacher_and_student()
+    out = room.receive(teacher, json.dumps({"type": "kick", "target": bob.id}))
+    assert out[0][0] is EVERYONE and out[0][1]["action"] == "kick" and out[0][1]["target"]["username"] == "bob"
+    assert out[1] == (bob, {"type": "close", "code": 4001, "reason": "removed by the teacher"})
+
+
+def test_mute_lasts_its_time_and_lock_silences_all_but_the_teacher():
+    room, clock, teacher, bob = teacher_and_student()
+    room.command("mute", "bob", seconds=60)
+    assert room.receive(bob, say("let me talk"))[0][1]["code"] == "muted"
+    clock.t += 61
+    assert room.receive(bob, say("thanks"))[0][1]["type"] == "message"
+    room.command("lock")
+    assert room.receive(bob, say("hello?"))[0][1]["code"] == "locked"
+    assert room.receive(teacher, say("listen"))[0][1]["teacher"] is True
+    late, _ = room.connect(address="10.0.0.3")
+    assert room.receive(late, join("late"))[0][1]["code"] == "locked"
+    room.command("unlock")
+    assert room.receive(late, join("late"))[0][1]["type"] == "join"
+
+
+def test_a_ban_closes_every_connection_of_that_address_and_refuses_it():
+    room, _, teacher, bob = teacher_and_student()
+    second, _ = room.connect(address="10.0.0.2")                 # bob's second tab
+    out = room.command("ban", bob.id)
+    closed = {audience.id for audience, event in out if event["type"] == "close"}
+    assert closed == {bob.id, second.id}
+    assert "banned" in room.admit("10.0.0.2") and room.admit("10.0.0.7") is None
+
+
+def test_clear_forgets_the_history_and_tells_everyone():
+    room, _, teacher, bob = teacher_and_student()
+    room.receive(bob, say("something regrettable"))
+    (_, event), = room.command("clear")
+    assert event["action"] == "clear" and list(room.history) == []
+
+
+def test_the_teacher_cannot_be_kicked():
+    room, _, teacher, bob = teacher_and_student()
+    with pytest.raises(ChatError):
+        room.command("kick", teacher.id)
+
+
+# -- budgets per address --------------------------------------------------------------------------
+
+def test_connections_are_budgeted_per_address_not_per_connection():
+    room, clock = make_room(connect_rate=1, connect_burst=3, max_per_address=100)
+    admitted = [room.admit("10.0.0.5") is None for _ in range(5)]
+    assert admitted == [True, True, True, False, False]
+    assert room.admit("10.0.0.6") is None                         # another student is not affected
+    clock.t += 1
+    assert room.admit("10.0.0.5") is None
+
+
+def test_connections_per_address_are_capped_and_loopback_is_the_teachers_machine():
+    room, _ = make_room(max_per_address=2, connect_burst=100)
+    for _ in range(2):
+        assert room.admit("10.0.0.5") is None
+        room.connect(address="10.0.0.5")
+    assert "too many connections" in room.admit("10.0.0.5")
+    assert all(room.admit("127.0.0.1") is None for _ in range(50))
+
+
+def test_reconnecting_does_not_refill_the_message_budget():
+    room, _ = make_room(rate_limit=1, burst=2, connect_burst=100)
+    sent = 0
+    for i in range(5):                                            # connect, join, talk, leave; again
+        member, _ = room.connect(address="10.0.0.5")
+        out = room.receive(member, join(f"t{i}")) + room.receive(member, say("spam"))
+        sent += sum(1 for _, e in out if e["type"] == "message")
+        room.disconnect(member)
+    assert sent <= 1                                              # 2 tokens: one join and one message, in all
+
+
+def test_budgets_of_gone_addresses_are_forgotten_once_refilled():
+    room, clock = make_room(connect_burst=2)
+    for i in range(100):
+        address = f"10.1.{i // 250}.{i % 250}"
+        room.admit(address)
+        member, _ = room.connect(address=address)
+        room.disconnect(member)
+    clock.t += 3600
+    room.disconnect(room.connect(address="10.9.9.9")[0])
+    assert len(room._budgets) < 100

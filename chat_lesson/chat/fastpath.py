@@ -11,7 +11,7 @@ websockets' own (its pings and close are written whole too, from the same
 thread).
 
 Everything here that reaches past websockets' documented API is in
-:func:`write_frames`: ``connection.transport`` (the asyncio transport),
+:func:`write_frames`, :func:`unsent` and :func:`drop`: ``connection.transport`` (the asyncio transport),
 ``connection.protocol.fail()`` (the sans-I/O protocol's way to fail a
 connection) and ``connection.send_data()`` (which flushes what the protocol
 wants to send).  Checked against websockets 15.0.1, 16.0 and 17.4;
@@ -27,7 +27,7 @@ from typing import Literal
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-__all__ = ["KERNEL_SEND_BUFFER", "fix_send_buffer", "write_frames"]
+__all__ = ["KERNEL_SEND_BUFFER", "drop", "fix_send_buffer", "unsent", "write_frames"]
 
 # The kernel's send buffer per client, fixed.  Left alone, Linux grows it up to
 # tcp_wmem's maximum (4 MiB), which would hide a stuck client from the
@@ -62,10 +62,25 @@ def write_frames(connection: ServerConnection, data: bytes, max_buffer: int) -> 
     if transport.get_write_buffer_size() <= max_buffer:
         transport.write(data)
         return "sent"
-    connection.protocol.fail(1008, "too slow: stopped reading messages")
-    connection.send_data()
-    sock = transport.get_extra_info("socket")
+    drop(connection)
+    return "dropped"
+
+
+def unsent(connection: ServerConnection) -> int:
+    """Bytes waiting in ``connection``'s transport for the client to read (pongs and pings included)."""
+    return connection.transport.get_write_buffer_size()
+
+
+def drop(connection: ServerConnection, reason: str = "too slow: stopped reading messages") -> None:
+    """Fail ``connection`` with 1008 and reset it: see :func:`write_frames`.
+
+    A connection already closing is reset too: its close frame waits behind
+    the same unread bytes, and websockets would wait for them to drain.
+    """
+    if connection.state is State.OPEN:
+        connection.protocol.fail(1008, reason)
+        connection.send_data()
+    sock = connection.transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    return "dropped"
+    connection.transport.abort()

@@ -5,7 +5,9 @@ protocol objects.  A :class:`Room` knows its members, their names and
 avatars, their rate budgets, who is online, what was said lately and which
 ``/commands`` exist.  It never writes to a connection; every call returns the
 events to send as a list of ``(audience, event)`` pairs, where the audience
-is one :class:`Member` or :data:`EVERYONE`::
+is one :class:`Member` or :data:`EVERYONE`.  One more kind of output is an
+instruction, not an event: ``(member, {"type": "close", "code", "reason"})``
+asks the server to close that connection (a kick, a ban)::
 
     room = Room()
     alice, out = room.connect()                  # out: welcome, presence, history for alice
@@ -16,27 +18,45 @@ The server (``chat/server.py``) maps connections to members and puts these
 events on the wire; a test drives the room with strings and a fake clock.
 
 It is the Go original's design — a set of clients and one broadcast — with
-its rules made explicit: each one is a method here, and lesson 06 shows what
-goes wrong without it.
+its rules made explicit, for a class with one hostile student in it:
+
+- **identity**: a name is unique in the room by its look-alike skeleton
+  (``names.py``), fixed per connection, changed only by an explicit, budgeted
+  ``rename`` that everyone sees; "you" is a connection id, never a name;
+- **the teacher**: whoever joins with the room's secret gets a badge nobody
+  else can get and may kick, mute, ban, lock and clear, each announced to
+  the class as a ``system`` event;
+- **budgets per address**, shared by all of that address's connections:
+  messages, renames and new connections (:meth:`Room.admit`), and caps on
+  connections per address and in all; the machine's own address (the
+  teacher's cells and tools) is not budgeted;
+- **presence as diffs**: the whole list only to a newcomer, then ``join``,
+  ``leave`` and ``rename`` events, so churn costs each student one small
+  event, not the whole list.
+
+Lesson 06 shows what goes wrong without each rule.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
+import ipaddress
 import itertools
 import json
 import logging
+import secrets
 import time
 from datetime import datetime, UTC
 from typing import Any
 from collections.abc import Callable
 
+from .history import History
+from .names import RESERVED, BadName, check_name, skeleton
 from .wire import DEFAULTS, Limits
 
-__all__ = ["EVERYONE", "ChatError", "Member", "Room", "Stats", "TokenBucket", "avatar_hash", "now_iso",
-           "parse_input"]
+__all__ = ["EVERYONE", "ChatError", "Member", "Room", "Stats", "TokenBucket", "avatar_hash", "is_loopback",
+           "now_iso", "parse_input"]
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +108,37 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = clock()
 
-    def take(self) -> bool:
+    def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
+
+    def take(self) -> bool:
+        self._refill()
         if self.tokens >= 1:
             self.tokens -= 1
             return True
         return False
+
+    def full(self) -> bool:
+        """True when the bucket has refilled: forgetting it then changes nothing."""
+        self._refill()
+        return self.tokens >= self.burst
+
+
+def is_loopback(address: str) -> bool:
+    """True for this machine's own address as a client uses it (127.0.0.1, ::1), and for none at all.
+
+    The other 127.x.y.z addresses also reach this machine, but they count as
+    other machines: that is how the tests play a whole class on one computer.
+    """
+    if not address:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 
 @dataclasses.dataclass(eq=False)
@@ -104,13 +147,40 @@ class Member:
 
     id: int                          # assigned by the room, unique for its life
     legacy: bool                     # offered no subprotocol: gets only ``message`` events
-    bucket: TokenBucket | None
+    budget: Budget
     address: str = ""
     username: str | None = None
     avatar: str = ""
+    teacher: bool = False
+    muted_until: float = 0.0
+
+    @property
+    def bucket(self) -> TokenBucket | None:
+        """The message budget this member draws on (shared with its address's other connections)."""
+        return self.budget.messages
+
+    def entry(self) -> Event:
+        """How others see this member in presence lists."""
+        entry: Event = {"id": self.id, "username": self.username, "avatar": self.avatar}
+        if self.teacher:
+            entry["teacher"] = True
+        return entry
 
     def __repr__(self) -> str:
         return f"<Member {self.id} {self.username or '(not joined)'}{' legacy' if self.legacy else ''}>"
+
+
+@dataclasses.dataclass(eq=False)
+class Budget:
+    """What one address may still do: shared by every connection from it."""
+
+    messages: TokenBucket | None
+    renames: TokenBucket
+    connects: TokenBucket | None
+    connections: int = 0
+
+    def idle(self) -> bool:
+        return self.connections == 0 and all(b is None or b.full() for b in (self.messages, self.renames, self.connects))
 
 
 @dataclasses.dataclass
@@ -124,24 +194,35 @@ class Stats:
     errors: int = 0                # error events sent
     closed_slow: int = 0           # clients closed for not reading (1008)
     refused_origin: int = 0        # handshakes refused with 403
+    refused_connections: int = 0   # connections refused before the upgrade (budgets, caps, bans)
 
 
-Out = tuple[Member | _Everyone, Event]
+Out = tuple["Member | _Everyone", Event]
+
+
+def _text(value: Any, field: str) -> str:
+    """``value`` if it is a string that UTF-8 can carry (a lone surrogate such as "\\ud800" cannot)."""
+    if not isinstance(value, str):
+        raise ChatError("bad_field", f"{field} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ChatError("bad_field", f"{field} holds a lone surrogate (half of a UTF-16 pair), which is not text") from None
+    return value
 
 
 def check_username(value: Any, limit: int = DEFAULTS.max_username) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ChatError("bad_field", "username must be a non-empty string")
-    name = value.strip()
-    if len(name) > limit:
-        raise ChatError("bad_field", f"username is longer than {limit} characters")
-    return name
+    try:
+        return check_name(_text(value, "username"), limit)
+    except BadName as why:
+        raise ChatError("bad_name", f"this name cannot be used: {why}") from None
 
 
 def check_email(value: Any) -> str:
     if value is None:
         return ""
-    if not isinstance(value, str) or len(value) > 254:
+    value = _text(value, "email")
+    if len(value) > 254:
         raise ChatError("bad_field", "email must be a string of at most 254 characters")
     return value
 
@@ -151,7 +232,9 @@ def parse_input(raw: str | bytes, max_text: int = DEFAULTS.max_message,
     """Validate one client frame and return it as a dict with a ``type``.
 
     Accepts the Go original's ``{"username", "email", "message"}`` (type
-    ``message``) and our ``{"type": "join", "username", "email"}``.
+    ``message``), our ``{"type": "join", "username", "email"}``, a ``rename``,
+    and the teacher's commands (``kick``, ``mute``, ``unmute``, ``ban``,
+    ``lock``, ``unlock``, ``clear``).
     """
     if isinstance(raw, bytes):
         raise ChatError("bad_frame", "send JSON in a text frame, not a binary frame")
@@ -159,40 +242,67 @@ def parse_input(raw: str | bytes, max_text: int = DEFAULTS.max_message,
         data = json.loads(raw)
     except ValueError as exc:
         raise ChatError("bad_json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ChatError("bad_json", "JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ChatError("bad_json", "expected a JSON object like {\"username\": ..., \"message\": ...}")
     kind = data.get("type", "message")
     if kind == "join":
+        secret = data.get("teacher")
         return {"type": "join", "username": check_username(data.get("username"), max_username),
-                "email": check_email(data.get("email"))}
+                "email": check_email(data.get("email")),
+                "teacher": _text(secret, "teacher") if secret is not None else None}
+    if kind == "rename":
+        return {"type": "rename", "username": check_username(data.get("username"), max_username)}
+    if kind in TEACHER_COMMANDS:
+        target = data.get("target")
+        if kind in ("kick", "mute", "unmute", "ban") and (not isinstance(target, int) or isinstance(target, bool)):
+            raise ChatError("bad_field", f"{kind} needs a target: the id of a person in the room")
+        seconds = data.get("seconds")
+        if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
+                                    or not 0 < seconds <= 86400):
+            raise ChatError("bad_field", "seconds must be a number from 1 to 86400")
+        return {"type": kind, "target": target, "seconds": seconds}
     if kind != "message":
-        raise ChatError("bad_field", f"unknown type {kind!r}: use 'join' or 'message'")
-    text = data.get("message")
-    if not isinstance(text, str) or not text.strip():
+        raise ChatError("bad_field", f"unknown type {str(kind)[:40]!r}: use 'join', 'rename' or 'message'")
+    text = _text(data.get("message"), "message")
+    if not text.strip():
         raise ChatError("bad_field", "message must be a non-empty string")
     if len(text.encode()) > max_text:
         raise ChatError("too_long", f"message is longer than {max_text} bytes")
-    return {"type": "message", "username": data.get("username"),
+    name = data.get("username")
+    return {"type": "message", "username": name if isinstance(name, str) else None,
             "email": check_email(data.get("email")), "message": text}
+
+
+TEACHER_COMMANDS = ("kick", "mute", "unmute", "ban", "lock", "unlock", "clear")
+KICKED, BANNED = 4001, 4003           # close codes in the private range 4000-4999 (RFC 6455 §7.4.2)
 
 
 class Room:
     """One chat room: members in, events out.  See the module docstring.
 
-    ``clock`` (seconds, monotonic) drives the rate budgets and ``now`` stamps
-    events; both are injectable so that tests need neither sleeps nor sockets.
+    ``clock`` (seconds, monotonic) drives the budgets and mutes and ``now``
+    stamps events; both are injectable so that tests need neither sleeps nor
+    sockets.  ``secret`` unlocks the teacher's role (a fresh random one by
+    default: read it from ``room.secret``).
     """
 
     def __init__(self, limits: Limits = DEFAULTS, *, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], str] = now_iso) -> None:
+                 now: Callable[[], str] = now_iso, secret: str | None = None, history: History | None = None) -> None:
         self.limits = limits
         self.clock, self.now = clock, now
+        self.secret = secret or secrets.token_urlsafe(16)
         self.stats = Stats()
-        self.history: collections.deque[Event] = collections.deque(maxlen=limits.history)
+        self.history = history if history is not None else History(keep=limits.history)
         self.commands: dict[str, Callable[[str, str], str | None]] = {}
+        self.locked = False
+        self.banned: set[str] = set()
         self._members: dict[int, Member] = {}
+        self._names: dict[str, Member] = {}           # skeleton -> the member online under it
+        self._budgets: dict[str, Budget] = {}
         self._member_ids = itertools.count(1)
-        self._message_ids = itertools.count(1)
+        self._message_ids = itertools.count(self.history.next_id())
 
     # -- who is here ------------------------------------------------------------
 
@@ -207,11 +317,22 @@ class Room:
         return sorted(m.username for m in self._members.values() if m.username is not None)
 
     def presence(self) -> Event:
-        """The whole list of who is online, with ids and avatars."""
+        """The whole list of who is online, with ids and avatars (sent to a newcomer only)."""
         joined = sorted((m for m in self._members.values() if m.username is not None),
                         key=lambda m: (m.username, m.id))
-        return {"type": "presence",
-                "online": [{"id": m.id, "username": m.username, "avatar": m.avatar} for m in joined]}
+        return {"type": "presence", "online": [m.entry() for m in joined]}
+
+    def find(self, who: int | str | Member) -> Member:
+        """The member ``who`` names: a Member, a connection id, or a name (compared by skeleton)."""
+        if isinstance(who, Member):
+            found = self._members.get(who.id)
+        elif isinstance(who, int):
+            found = self._members.get(who)
+        else:
+            found = self._names.get(skeleton(str(who)))
+        if found is None:
+            raise ChatError("no_such_member", f"nobody called {who!r} is in the room")
+        return found
 
     def add_command(self, name: str, handler: Callable[[str, str], str | None]) -> None:
         """A message ``/name args`` calls ``handler(username, args)``.
@@ -224,6 +345,42 @@ class Room:
 
     # -- a connection's life ------------------------------------------------------
 
+    def _budget(self, address: str) -> Budget | None:
+        """The budget of ``address``, made on first use; None for this machine's own address."""
+        if is_loopback(address):
+            return None
+        budget = self._budgets.get(address)
+        if budget is None:
+            budget = self._budgets[address] = self._new_budget(connects=True)
+        return budget
+
+    def _new_budget(self, connects: bool) -> Budget:
+        limits = self.limits
+        return Budget(
+            TokenBucket(limits.rate_limit, limits.burst, self.clock) if limits.rate_limit > 0 else None,
+            TokenBucket(limits.rename_rate, limits.rename_burst, self.clock),
+            TokenBucket(limits.connect_rate, limits.connect_burst, self.clock) if connects and limits.connect_rate > 0
+            else None)
+
+    def admit(self, address: str = "") -> str | None:
+        """May ``address`` open one more connection?  None if so (and a connect token is spent), else why not.
+
+        The server asks before the WebSocket upgrade, so a refusal costs one
+        small HTTP answer (503), not a connection.
+        """
+        if address in self.banned:
+            return "banned by the teacher for this session"
+        if self.stats.connections >= self.limits.max_connections:
+            return f"the room is full ({self.limits.max_connections} connections)"
+        budget = self._budget(address)
+        if budget is None:
+            return None
+        if self.limits.max_per_address and budget.connections >= self.limits.max_per_address:
+            return f"too many connections from {address} (at most {self.limits.max_per_address})"
+        if budget.connects is not None and not budget.connects.take():
+            return f"too many new connections from {address}: at most {self.limits.connect_rate:g} per second"
+        return None
+
     def connect(self, *, legacy: bool = False, address: str = "") -> tuple[Member, list[Out]]:
         """A new connection: its member, and what it is told first.
 
@@ -231,19 +388,19 @@ class Room:
         is online, and the recent history; a legacy client hears nothing until
         someone speaks, as with the Go original.
         """
-        limits = self.limits
-        bucket = TokenBucket(limits.rate_limit, limits.burst, self.clock) if limits.rate_limit > 0 else None
-        member = Member(next(self._member_ids), legacy, bucket, address)
+        budget = self._budget(address) or self._new_budget(connects=False)
+        budget.connections += 1
+        member = Member(next(self._member_ids), legacy, budget, address)
         self._members[member.id] = member
         self.stats.connections += 1
         self.stats.connections_total += 1
         if legacy:
             return member, []
-        out: list[Out] = [(member, {"type": "welcome", "you": member.id, "limits": limits.public()}),
+        out: list[Out] = [(member, {"type": "welcome", "you": member.id, "limits": self.limits.public()}),
                           (member, self.presence())]
         if self.history:
             # What was said before this student arrived (the Go original shows nothing).
-            out.append((member, {"type": "history", "messages": list(self.history)}))
+            out.append((member, {"type": "history", "messages": self.history.recent()}))
         return member, out
 
     def receive(self, member: Member, raw: str | bytes) -> list[Out]:
@@ -251,21 +408,37 @@ class Room:
         try:
             return self._receive(member, raw)
         except ChatError as error:
-            self.stats.errors += 1
-            if member.legacy:
-                log.info("legacy client %s: %s", member.username or "(unnamed)", error)
-            return [(member, {"type": "error", "code": error.code, "detail": str(error)})]
+            return self._refuse(member, error)
+        except Exception as error:                      # a lesson's /command that broke, say
+            log.warning("a frame from connection %d raised %r", member.id, error)
+            return self._refuse(member, ChatError("server_error", f"that did not work: {type(error).__name__}"))
+
+    def _refuse(self, member: Member, error: ChatError) -> list[Out]:
+        self.stats.errors += 1
+        if member.legacy:
+            log.info("legacy client %d: %s", member.id, error)
+        return [(member, {"type": "error", "code": error.code, "detail": str(error)})]
 
     def disconnect(self, member: Member) -> list[Out]:
         """The connection closed: tell the others if it had joined."""
         if self._members.pop(member.id, None) is None:
             return []
         self.stats.connections -= 1
+        member.budget.connections -= 1
+        if member.address in self._budgets and self._budgets[member.address].idle():
+            del self._budgets[member.address]
+        self._forget_idle_budgets()
         if member.username is None:
             return []
+        self._names.pop(skeleton(member.username), None)
         return [(EVERYONE, {"type": "leave", "time": self.now(), "from": member.id,
-                            "username": member.username, "avatar": member.avatar}),
-                (EVERYONE, self.presence())]
+                            "username": member.username, "avatar": member.avatar})]
+
+    def _forget_idle_budgets(self, most: int = 8) -> None:
+        """Drop a few budgets that have refilled and have no connection: memory stays bounded."""
+        idle = [a for a, b in itertools.islice(self._budgets.items(), most * 4) if b.idle()]
+        for address in idle[:most]:
+            del self._budgets[address]
 
     # -- the rules ------------------------------------------------------------------
 
@@ -273,12 +446,20 @@ class Room:
         if member.bucket is not None and not member.bucket.take():
             raise ChatError("rate_limited", f"slow down: at most {self.limits.rate_limit:g} messages per second")
         data = parse_input(raw, self.limits.max_message, self.limits.max_username)
-        if data["type"] == "join":
-            return self._join(member, data["username"], data["email"])
+        kind = data["type"]
+        if kind == "join":
+            return self._join(member, data["username"], data["email"], data["teacher"])
+        if kind == "rename":
+            return self._rename(member, data["username"])
+        if kind in TEACHER_COMMANDS:
+            if not member.teacher:
+                raise ChatError("not_teacher", f"only the teacher may {kind}")
+            return self.command(kind, data["target"], seconds=data["seconds"], by=member)
         out: list[Out] = []
-        if member.username is None or member.legacy:
-            # The Go original names the sender in every message; so do legacy clients.
+        if member.username is None:
+            # The Go original names the sender in every message; a legacy client's first message fixes its name.
             out += self._join(member, check_username(data["username"], self.limits.max_username), data["email"])
+        self._may_speak(member)
         text = data["message"]
         if text.startswith("/") and text[1:].split(" ", 1)[0] in self.commands:
             name, _, args = text[1:].partition(" ")
@@ -288,19 +469,121 @@ class Room:
         self.stats.messages += 1
         event = {"type": "message", "id": next(self._message_ids), "time": self.now(), "from": member.id,
                  "username": member.username, "avatar": member.avatar, "message": text}
+        if member.teacher:
+            event["teacher"] = True
         self.history.append(event)
         return out + [(EVERYONE, event)]
 
-    def _join(self, member: Member, username: str, email: str) -> list[Out]:
-        """Name a connection; announce it when the name is new for it."""
+    def _may_speak(self, member: Member) -> None:
+        if member.teacher:
+            return
+        if self.locked:
+            raise ChatError("locked", "the teacher has locked the room: only the teacher can write now")
+        left = member.muted_until - self.clock()
+        if left > 0:
+            raise ChatError("muted", f"the teacher muted you for {left:.0f} more seconds")
+
+    def _claim(self, member: Member, username: str) -> str:
+        """Check that ``username`` is free for ``member``; returns its skeleton."""
+        key = skeleton(username)
+        holder = self._names.get(key)
+        if holder is not None and holder is not member:
+            raise ChatError("name_taken", f"{username!r} is taken (or looks just like {holder.username!r}, who is "
+                                          "online): pick another name")
+        if not key:
+            raise ChatError("bad_name", "a name needs at least one letter or digit")
+        if key in RESERVED and not member.teacher:
+            raise ChatError("bad_name", f"{username!r} is kept for the teacher: pick another name")
+        return key
+
+    def _avatar(self, member: Member, email: str) -> str:
+        """The avatar hash of ``email``, unless someone else online already shows it (no borrowed faces)."""
         avatar = avatar_hash(email)
-        if member.username == username and member.avatar == avatar:
+        if avatar and any(m.avatar == avatar and m is not member for m in self._members.values()):
+            return ""
+        return avatar
+
+    def _join(self, member: Member, username: str, email: str, secret: str | None = None) -> list[Out]:
+        """Name a connection, once; a second join under another name is refused (use rename)."""
+        if member.username is not None:
+            if skeleton(username) == skeleton(member.username):
+                return []
+            raise ChatError("already_joined", f"you are {member.username!r} on this connection: "
+                                              'send {"type": "rename", "username": ...} to change your name')
+        if secret is not None:
+            if not secrets.compare_digest(secret.encode(), self.secret.encode()):
+                raise ChatError("not_teacher", "that teacher link is not this room's: ask the teacher for it")
+            member.teacher = True
+        if self.locked and not member.teacher:
+            raise ChatError("locked", "the teacher has locked the room: nobody new can join now")
+        key = self._claim(member, username)
+        member.username, member.avatar = username, self._avatar(member, email)
+        self._names[key] = member
+        log.info("%s joined%s", username, " as the teacher" if member.teacher else "")
+        event = {"type": "join", "time": self.now(), "from": member.id, "username": username, "avatar": member.avatar}
+        if member.teacher:
+            event["teacher"] = True
+        return [(EVERYONE, event)]
+
+    def _rename(self, member: Member, username: str) -> list[Out]:
+        if member.username is None:
+            raise ChatError("not_joined", "join first, then rename")
+        if skeleton(username) == skeleton(member.username) and username == member.username:
             return []
-        first = member.username is None
-        member.username, member.avatar = username, avatar
+        self._may_speak(member)
+        key = self._claim(member, username)
+        if not member.budget.renames.take():
+            raise ChatError("rate_limited", f"one rename every {1 / self.limits.rename_rate:.0f} seconds, please")
+        old = member.username
+        self._names.pop(skeleton(old), None)
+        member.username = username
+        self._names[key] = member
+        return [(EVERYONE, {"type": "rename", "time": self.now(), "from": member.id, "old": old,
+                            "username": username, "avatar": member.avatar})]
+
+    # -- the teacher's tools (from the teacher's page, or from a cell) ---------------------
+
+    def command(self, action: str, target: int | str | Member | None = None, *, seconds: float | None = None,
+                by: Member | None = None) -> list[Out]:
+        """Carry out a teacher's ``action`` (kick, mute, unmute, ban, lock, unlock, clear) and announce it.
+
+        ``by`` is the teacher's member when the command came from a page; a
+        cell (the server's ``kick()`` etc.) leaves it None.
+        """
+        if action not in TEACHER_COMMANDS:
+            raise ChatError("bad_field", f"unknown command {action!r}: one of {', '.join(TEACHER_COMMANDS)}")
+        who = self.find(target) if action in ("kick", "mute", "unmute", "ban") else None
+        if who is not None and who.teacher:
+            raise ChatError("bad_field", "the teacher cannot be kicked, muted or banned")
         out: list[Out] = []
-        if first:
-            log.info("%s joined", username)
-            out.append((EVERYONE, {"type": "join", "time": self.now(), "from": member.id,
-                                   "username": username, "avatar": avatar}))
-        return out + [(EVERYONE, self.presence())]
+        detail = ""
+        name = (who.username or f"connection {who.id}") if who is not None else ""
+        if action == "kick":
+            out.append((who, {"type": "close", "code": KICKED, "reason": "removed by the teacher"}))
+            detail = f"{name} was removed by the teacher"
+        elif action == "ban":
+            if not is_loopback(who.address):
+                self.banned.add(who.address)
+            for m in self._members.values():
+                if m is who or (m.address == who.address and not is_loopback(m.address) and not m.teacher):
+                    out.append((m, {"type": "close", "code": BANNED, "reason": "banned by the teacher"}))
+            detail = f"{name} was banned by the teacher for this session"
+        elif action == "mute":
+            seconds = float(seconds or self.limits.mute_seconds)
+            who.muted_until = self.clock() + seconds
+            detail = f"{name} was muted by the teacher for {seconds:.0f} seconds"
+        elif action == "unmute":
+            who.muted_until = 0.0
+            detail = f"{name} may write again"
+        elif action in ("lock", "unlock"):
+            self.locked = action == "lock"
+            detail = ("the teacher locked the room: only the teacher can write, and nobody new can join"
+                      if self.locked else "the teacher unlocked the room")
+        elif action == "clear":
+            self.history.clear()
+            detail = "the teacher cleared the conversation"
+        event = {"type": "system", "time": self.now(), "action": action,
+                 "target": None if who is None else {"id": who.id, "username": who.username},
+                 "by": by.username if by is not None else "the teacher", "detail": detail}
+        log.info("teacher: %s", detail)
+        return [(EVERYONE, event), *out]

@@ -16,11 +16,11 @@ that offers none (the Go original's Vue client) is *legacy* and gets only
 from __future__ import annotations
 
 import asyncio
-import functools
 import html
 import json
 import logging
 import os
+import socket
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,26 @@ from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Request, Response
 
-from ..notebook import CellService, lan_address, show_link
+from ..notebook import LINK_MODES, CellService, lan_address, show_link
 from ..protocol.frames import Frame, Opcode, encode_frame
 from ..protocol.handshake import check_request
-from .fastpath import fix_send_buffer, write_frames
+from .history import History
+from .fastpath import drop, fix_send_buffer, unsent, write_frames
+from .origin import Verdict, check_origin
 from .room import EVERYONE, ChatError, Member, Out, Room, Stats, avatar_hash
-from .static import STATIC_DIR, as_head, http_response, same_origin, static_response
+from .static import STATIC_DIR, as_head, http_response, static_response
 from .wire import DEFAULTS, SUBPROTOCOL, Limits
 
 __all__ = ["ChatError", "ChatServer", "SUBPROTOCOL", "STATIC_DIR", "avatar_hash", "raise_fd_limit"]
 
 log = logging.getLogger(__name__)
+
+STALL_SECONDS = 10.0     # a backlog that has not shrunk for this long means the reader stopped
+
+
+def peer_address(connection: ServerConnection) -> str:
+    """The IP address of the peer, as a string ('' if unknown)."""
+    return str((connection.remote_address or ("",))[0])
 
 
 def raise_fd_limit(wanted: int = 65536) -> int | None:
@@ -121,6 +130,21 @@ class ChatServer(CellService):
     ``chat_lesson.chat.wire.DEFAULTS``; ``rate_limit=0`` turns the rate limit
     off, ``ping_interval=None`` the heartbeat, ``history=0`` the replay.
     ``origins`` lists other pages (``http://host:port``) allowed to connect.
+    Other limits (``connect_rate``, ``max_per_address``, ``max_connections``,
+    ``mute_seconds`` ...) are keyword arguments too, named as in ``Limits``.
+    ``allow_hosts`` adds names the server may be reached by (its Host
+    allowlist, against DNS rebinding, also has its own names).
+    ``history_file`` keeps the messages in a SQLite file, so a restart
+    replays them; ``server.history.export()`` is the transcript to keep.
+
+    ``link`` chooses the link the start cell shows: ``"direct"`` is
+    ``http://127.0.0.1:PORT/``; ``"proxy"`` is the same page through the
+    Jupyter server (``<base_url>proxy/PORT/``, jupyter-server-proxy), the
+    one that works when Jupyter runs on another machine (JupyterHub, Binder);
+    ``"auto"`` (the default) picks "proxy" under JupyterHub, else "direct".
+    ``trust_proxy`` lets a proxy on this machine (a loopback peer) say, in
+    ``Forwarded`` / ``X-Forwarded-*`` (RFC 7239), which scheme and host the
+    browser used: see ``chat_lesson.chat.origin``.
     """
 
     def __init__(
@@ -139,24 +163,40 @@ class ChatServer(CellService):
         close_timeout: float = 3,
         compression: str | None = "deflate",
         history: int = DEFAULTS.history,
+        history_file: str | os.PathLike[str] | None = None,
         static: str | os.PathLike[str] | None = None,
         quiet: bool = False,
+        link: str = "auto",
+        trust_proxy: bool = True,
+        allow_hosts: tuple[str, ...] | list[str] = (),
+        **more_limits: Any,
     ) -> None:
+        if link not in LINK_MODES:
+            raise ValueError(f"link={link!r}: use one of {', '.join(map(repr, LINK_MODES))} "
+                             "(\"proxy\" when the notebook's server is not on your machine)")
         self.host, self.port = host, port
-        self.limits = Limits(max_message=max_message, max_frame=max_frame, rate_limit=rate_limit, burst=burst,
-                             max_buffer=max_buffer, ping_interval=ping_interval or 0,
-                             ping_timeout=ping_timeout or 0, history=history)
+        try:
+            self.limits = Limits(max_message=max_message, max_frame=max_frame, rate_limit=rate_limit, burst=burst,
+                                 max_buffer=max_buffer, ping_interval=ping_interval or 0,
+                                 ping_timeout=ping_timeout or 0, history=history, **more_limits)
+        except TypeError as error:
+            raise TypeError(f"{error}: the limits are the fields of chat_lesson.chat.wire.Limits") from None
         self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
         self.origins = frozenset(o.rstrip("/") for o in origins)
         self.close_timeout = close_timeout
         self.compression = compression
         self.static = Path(static) if static else STATIC_DIR
         self.quiet = quiet
-        self.room = Room(self.limits)
+        self.link, self.trust_proxy = link, trust_proxy
+        self.allow_hosts = tuple(allow_hosts)
+        self._hosts: frozenset[str] | None = None
+        self.room = Room(self.limits, history=History(history_file, keep=history))
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._connections: dict[Member, ServerConnection] = {}
         self._server: Server | None = None
+        self._sweeper: asyncio.Future[None] | None = None
+        self._stalled: dict[Member, tuple[float, int]] = {}     # since when, and how much, unsent bytes wait
         self._pending: list[tuple[bytes, bytes | None]] = []   # (frame, legacy frame) per broadcast
 
     # -- the public face ----------------------------------------------------
@@ -173,12 +213,67 @@ class ChatServer(CellService):
 
     @property
     def history(self) -> Any:
-        """The recent messages a newcomer is shown (a deque of message events)."""
+        """The room's messages: ``.recent()`` is what a newcomer is shown, ``.export()`` the transcript."""
         return self.room.history
 
     def add_command(self, name: str, handler: Callable[[str, str], str | None]) -> None:
         """Let lesson code extend the chat: see :meth:`Room.add_command <chat_lesson.chat.room.Room.add_command>`."""
         self.room.add_command(name, handler)
+
+    # -- the teacher's tools, from a cell -----------------------------------------
+
+    @property
+    def teacher_url(self) -> str:
+        """The page with the room's secret in its fragment: whoever opens it joins as the teacher.
+
+        The secret is after ``#``, so the browser never sends it in a request
+        line or a log; the page hands it over once, in its join.
+        """
+        return f"{self.url}#teacher={self.room.secret}"
+
+    def kick(self, who: int | str) -> None:
+        """Close ``who``'s connection (a name or a connection id); the class sees a system event."""
+        self._teacher("kick", who)
+
+    def mute(self, who: int | str, seconds: float | None = None) -> None:
+        """Keep ``who`` from writing for ``seconds`` (default ``limits.mute_seconds``)."""
+        self._teacher("mute", who, seconds)
+
+    def unmute(self, who: int | str) -> None:
+        self._teacher("unmute", who)
+
+    def ban(self, who: int | str) -> None:
+        """Close every connection from ``who``'s address and refuse that address until the server stops."""
+        self._teacher("ban", who)
+
+    def lock(self) -> None:
+        """Only the teacher may write, and nobody new may join, until :meth:`unlock`."""
+        self._teacher("lock")
+
+    def unlock(self) -> None:
+        self._teacher("unlock")
+
+    def clear(self) -> None:
+        """Forget the history and tell every page to empty its list."""
+        self._teacher("clear")
+
+    def _teacher(self, action: str, who: int | str | None = None, seconds: float | None = None) -> None:
+        """Run a teacher's command on the server's loop (the room is only ever touched there)."""
+        loop = self.loop
+        if loop is None or self._server is None:
+            raise RuntimeError("the server is not running: start() it first")
+
+        async def act() -> None:
+            self._deliver(self.room.command(action, who, seconds=seconds))
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._deliver(self.room.command(action, who, seconds=seconds))
+        else:
+            asyncio.run_coroutine_threadsafe(act(), loop).result(10)
 
     def add_listener(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(event)`` for every event broadcast (message, join, leave, presence).
@@ -196,6 +291,7 @@ class ChatServer(CellService):
     async def astart(self) -> ChatServer:
         """Start listening on the running loop (for those who use the kernel's own loop)."""
         self.loop = asyncio.get_running_loop()
+        self._hosts = self._known_hosts()
         files = raise_fd_limit()
         if files is not None and files < 4096:
             log.warning("this process may open only %d files, so at most about %d clients can connect; "
@@ -212,14 +308,19 @@ class ChatServer(CellService):
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
             close_timeout=self.close_timeout,
+            open_timeout=10,                # a handshake that dawdles holds a socket: 10 s at most
             logger=log,
         )
+        self._sweeper = asyncio.ensure_future(self._sweep())
         self.port = self._server.sockets[0].getsockname()[1]
         self._claim_port()
         self._announce()
         return self
 
     async def astop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -240,40 +341,96 @@ class ChatServer(CellService):
         log.info("chat server listening on %s", self.url)
         if self.quiet:
             return
-        show_link(self.url, "Chat running at")
+        show_link(self.url, "Chat running at", link=self.link)
+        show_link(self.teacher_url, "Teacher link (keep it to yourself: it gives kick, mute, ban and lock):",
+                  link=self.link)
         if self.host in ("0.0.0.0", "::", ""):
             lan = lan_address()
             if lan:
-                show_link(f"http://{lan}:{self.port}/", "Classroom mode: students open")
+                show_link(f"http://{lan}:{self.port}/", "Classroom mode: students open", link="direct")
             else:
                 print("Classroom mode: no LAN address found; is this machine on a network?")
 
     # -- HTTP: the handshake gate and static files ---------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """The HTTP side of the port: our own handshake check for /ws, static files for the rest.
 
         For /ws, ``handshake.check_request`` (the pure code lesson 02 teaches)
-        decides: a refusal (400, 403, 426) is sent as it is; an acceptance
-        lets websockets complete the handshake.
+        decides: a refusal (400, 403, 426) is sent as it is.  An acceptance
+        then asks the room whether this address may open one more connection
+        (budgets, caps, bans): a refusal costs one small 503, not a WebSocket.
+        Files are read in a worker thread, so a big one cannot stall the chat.
+        Whose page may connect is ``chat.origin.check_origin``'s decision
+        (RFC 6455 §10.2), given the peer's address so that a proxy on this
+        machine (the Jupyter server) may say how the browser reached it; a
+        403 says why, and what to do.
         """
         path = urllib.parse.urlsplit(request.path).path
         if path == "/limits.json":        # the page reads the room's limits before it connects
             return http_response(200, json.dumps(self.limits.public()).encode(), "application/json")
         if path != "/ws":
-            return static_response(self.static, request.path)
+            method = getattr(request, "method", "GET")
+            return await asyncio.to_thread(static_response, self.static, request.path, method)
         head = as_head(request)
-        answer = check_request(head, allowed_origins=functools.partial(self._origin_allowed, head.headers.get("Host")))
+        peer = (connection.remote_address or (None,))[0]
+        verdict = self._origin_allowed(head.headers, peer)
+        answer = check_request(head, allowed_origins=lambda origin: verdict.allowed)
         if answer.accepted:
-            return None
+            if any(name == "Sec-Websocket-Extensions" for name, _ in request.headers.raw_items()):
+                # Spelled so, the offer comes from tornado's WebSocket client: jupyter-server-proxy
+                # relaying a browser's socket from the Jupyter server.  Tornado drops extension
+                # parameters that have no value, so it would ignore our client_no_context_takeover
+                # (RFC 7692 §7.1.1.2) and compress each message against the previous one, which we
+                # cannot inflate ("decompression failed", close 1002, from the second message on).
+                # On that loopback hop compression saves nothing: offer none.
+                del request.headers["Sec-WebSocket-Extensions"]
+            return self._admit(connection)
         if answer.status == 403:
             self.stats.refused_origin += 1
-            log.warning("refused Origin %r (Host %r)", head.headers.get("Origin"), head.headers.get("Host"))
+            log.warning("refused Origin %r (Host %r, from %s): %s", head.headers.get("Origin"), head.headers.get("Host"),
+                        peer, verdict.reason)
+            body = f"{verdict.reason}\n".encode()
+            headers = Headers([(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in answer.headers])
+            return Response(403, answer.reason, headers, body)   # the reason says what to do, not only "not allowed"
         return Response(answer.status, answer.reason, Headers(answer.headers), answer.body)
 
-    def _origin_allowed(self, host: str | None, origin: str | None) -> bool:
-        """No Origin (a script), the page's own origin, or one listed in ``origins``."""
-        return origin is None or origin.rstrip("/") in self.origins or same_origin(origin, host)
+    def _admit(self, connection: ServerConnection) -> Response | None:
+        """None when the room admits one more connection from this peer, else a 503 (403 when banned)."""
+        why = self.room.admit(peer_address(connection))
+        if why is None:
+            return None
+        self.stats.refused_connections += 1
+        log.info("refused a connection: %s", why)
+        response = http_response(403 if "banned" in why else 503, (why + "\n").encode())
+        response.headers["Retry-After"] = "5"
+        return response
+
+    def _origin_allowed(self, headers: Any, peer: str | None) -> Verdict:
+        """No Origin (a script), the page's own origin (also through a local proxy), or one listed in ``origins``.
+
+        The rule itself is pure and lives in ``chat_lesson.chat.origin.check_origin``
+        (RFC 6455 §10.2); this server adds only its settings.
+        """
+        return check_origin(headers, peer, self.origins, hosts=self._hosts, trust_forwarded=self.trust_proxy)
+
+    def _known_hosts(self) -> frozenset[str] | None:
+        """The names a browser may address this server by: a Host allowlist against DNS rebinding.
+
+        A page at ``http://evil.example:8000`` whose name the attacker then
+        points at this machine would pass a same-origin check (its Origin and
+        Host agree); only a list of this server's real names stops it.  The
+        list: localhost, the loopback addresses, this machine's name and LAN
+        address, the address it is bound to, and what ``allow_hosts`` adds.
+        Behind Jupyter's proxy (JupyterHub, Binder) the Host is the hub's, and
+        Jupyter has authenticated the request already: no list then (None).
+        """
+        if self.link == "proxy" or (self.link == "auto" and os.environ.get("JUPYTERHUB_SERVICE_PREFIX")):
+            return None
+        name = socket.gethostname().lower()
+        names = {"localhost", "127.0.0.1", "::1", name, name.split(".")[0], f"{name.split('.')[0]}.local",
+                 lan_address() or "127.0.0.1", self.host}
+        return frozenset(n.lower().strip("[]") for n in names | set(self.allow_hosts) if n and n not in ("0.0.0.0", "::"))
 
     @staticmethod
     def _select_subprotocol(connection: ServerConnection, offered: Any) -> str | None:
@@ -290,7 +447,7 @@ class ChatServer(CellService):
         connection.response = None
         fix_send_buffer(connection)
         member, out = self.room.connect(legacy=connection.subprotocol != SUBPROTOCOL,
-                                        address=str((connection.remote_address or ("",))[0]))
+                                        address=peer_address(connection))
         self._connections[member] = connection
         try:
             self._deliver(out)
@@ -300,13 +457,24 @@ class ChatServer(CellService):
             pass
         finally:
             del self._connections[member]
+            self._stalled.pop(member, None)
             self._deliver(self.room.disconnect(member))
 
     def _deliver(self, out: list[Out]) -> None:
-        """Put the room's events on the wire, in order: broadcasts batched, direct events after them."""
+        """Put the room's events on the wire, in order: broadcasts batched, direct events after them.
+
+        A ``close`` instruction (a kick, a ban) closes that connection with its
+        code, after what was queued before it.
+        """
         for audience, event in out:
             if audience is EVERYONE:
                 self._broadcast(event)
+            elif event["type"] == "close":
+                connection = self._connections.get(audience)
+                if connection is not None:
+                    if self._pending:
+                        self._flush()
+                    asyncio.ensure_future(connection.close(event["code"], event["reason"]))
             else:
                 self._send(audience, event)
 
@@ -362,6 +530,41 @@ class ChatServer(CellService):
         if result != "sent":
             self.stats.deliveries -= count
         if result == "dropped":
-            self.stats.closed_slow += 1
-            log.warning("closed %s: it stopped reading (more than %d bytes unsent)",
-                        member.username or "a client", self.limits.max_buffer)
+            self._dropped(member, f"more than {self.limits.max_buffer} bytes unsent")
+
+    def _dropped(self, member: Member, why: str) -> None:
+        self.stats.closed_slow += 1
+        self._stalled.pop(member, None)
+        log.warning("closed connection %d (%r): it stopped reading, %s", member.id, member.username, why)
+
+    async def _sweep(self, every: float = 1.0) -> None:
+        """Find readers that stopped, even in a quiet room: every ``every`` s, look at each connection's backlog.
+
+        A write finds a stuck client only when there is something to write;
+        a client that floods pings and never reads grows the backlog with
+        pongs alone, and websockets' keepalive waits for the backlog to drain
+        before its own time-out starts.  So: past ``max_buffer`` unsent bytes,
+        or a backlog that has not shrunk for ``STALL_SECONDS``, the
+        connection is dropped (1008, then a reset).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for member, connection in list(self._connections.items()):
+                if connection.transport.is_closing():
+                    continue                                        # reset already (dropped by a write, say)
+                size = unsent(connection)
+                since, least = self._stalled.get(member, (now, size))
+                if size == 0:
+                    self._stalled.pop(member, None)
+                elif size > self.limits.max_buffer:
+                    drop(connection)
+                    self._dropped(member, f"{size} bytes unsent")
+                elif size < least:
+                    self._stalled[member] = (now, size)          # it is reading: start over
+                elif now - since > STALL_SECONDS:
+                    drop(connection)
+                    self._dropped(member, f"nothing read for {now - since:.0f} s")
+                else:
+                    self._stalled[member] = (since, least)

@@ -7,6 +7,7 @@ WebSocket upgrade with a file from ``static/`` or an error.
 
 from __future__ import annotations
 
+import dataclasses
 import http
 import mimetypes
 import urllib.parse
@@ -16,11 +17,15 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from ..protocol import handshake
+from .origin import same_origin  # the Origin rule lives in origin.py; re-exported for old imports
 
-__all__ = ["CONTENT_TYPES", "STATIC_DIR", "as_head", "http_response", "same_origin", "static_file",
-           "static_response"]
+__all__ = ["CONTENT_TYPES", "MAX_FILE", "MAX_TARGET", "STATIC_DIR", "as_head", "http_response", "same_origin",
+           "static_file", "static_response"]
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+
+MAX_FILE = 2 * 1024 * 1024      # bytes: a bigger file is not served (the page's own files are a few KiB)
+MAX_TARGET = 2048               # characters in a request target; longer gets 414 (RFC 9110 §15.5.15)
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -34,32 +39,27 @@ CONTENT_TYPES = {
 }
 
 
-def same_origin(origin: str, host: str | None) -> bool:
-    """True when the Origin header names the host the request was sent to.
-
-    A page served by this server at http://H:P opens ws://H:P/ws and its
-    browser sends ``Origin: http://H:P`` and ``Host: H:P``.
-    """
-    parsed = urllib.parse.urlsplit(origin)
-    return bool(host) and parsed.scheme in ("http", "https") and parsed.netloc.lower() == host.lower()
-
-
 def static_file(root: Path, url_path: str) -> Path | None:
     """The file under ``root`` that ``url_path`` names, or None (then: 404).
 
     Percent-decoding happens first, so ``%2e%2e`` is ``..``; any ``..``
-    segment, backslash or NUL is refused outright; and the resolved path
-    (symlinks followed) must still lie under ``root``.
+    segment, dotfile or dot-folder (``.git/config``, ``.env``), backslash or
+    NUL is refused outright; the resolved path (symlinks followed) must still
+    lie under ``root``; and a name the file system refuses (too long, say)
+    is simply not found.
     """
     path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
     if path in ("", "/"):
         path = "/index.html"
     parts = path.split("/")[1:]
-    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+    if any(p == "" or p.startswith(".") or "\\" in p or "\0" in p for p in parts):
         return None
-    root = root.resolve()
-    candidate = root.joinpath(*parts).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
+    try:
+        root = root.resolve()
+        candidate = root.joinpath(*parts).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):
         return None
     return candidate
 
@@ -71,13 +71,31 @@ def http_response(status: int, body: bytes, content_type: str = "text/plain; cha
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
-def static_response(root: Path, url_path: str) -> Response:
-    """The file ``url_path`` names under ``root`` with its content type, or a 404."""
+def static_response(root: Path, url_path: str, method: str = "GET") -> Response:
+    """The file ``url_path`` names under ``root`` with its content type, or the error that says why not.
+
+    It reads the disk, so the server calls it in a worker thread, never on
+    its event loop.  HEAD gets the headers of GET and no body (RFC 9110 §9.3.2).
+    """
+    if method not in ("GET", "HEAD"):
+        return http_response(405, b"Only GET and HEAD here\n")
+    if len(url_path) > MAX_TARGET:
+        return http_response(414, b"URI too long\n")
     found = static_file(root, url_path)
     if found is None:
         return http_response(404, b"Not found\n")
     content_type = CONTENT_TYPES.get(found.suffix) or mimetypes.guess_type(found.name)[0] or "application/octet-stream"
-    return http_response(200, found.read_bytes(), content_type)
+    try:
+        with found.open("rb") as f:
+            body = f.read(MAX_FILE + 1)
+    except OSError:
+        return http_response(404, b"Not found\n")
+    if len(body) > MAX_FILE:
+        return http_response(403, f"Files over {MAX_FILE} bytes are not served here\n".encode())
+    response = http_response(200, body, content_type)
+    if method == "HEAD":
+        response = dataclasses.replace(response, body=b"")
+    return response
 
 
 def as_head(request: Request) -> handshake.Head:

@@ -36,6 +36,13 @@ class Limits:
     ping_interval: float = 20.0      # seconds between pings, 0 = none
     ping_timeout: float = 20.0       # seconds to wait for a pong
     history: int = 50                # recent messages shown to a newcomer, 0 = none
+    rename_rate: float = 0.1         # renames per second per address (one every 10 s) ...
+    rename_burst: int = 3            # ... after the first few
+    connect_rate: float = 2.0        # new connections per second per address ...
+    connect_burst: int = 10          # ... after the first few (a page reload, a second tab)
+    max_per_address: int = 10        # open connections per address
+    max_connections: int = 1000      # open connections in all (kept below the open-file limit)
+    mute_seconds: float = 300.0      # how long the teacher's mute lasts unless told
 
     def public(self) -> dict[str, float]:
         """What a page needs to know (sent in the ``welcome`` event)."""
@@ -55,4 +62,11 @@ HELP = {
     "ping_interval": "seconds between pings, 0 = none",
     "ping_timeout": "seconds to wait for a pong",
     "history": "recent messages shown to a newcomer, 0 = none",
+    "rename_rate": "renames per second per address",
+    "rename_burst": "renames allowed at once above the rate",
+    "connect_rate": "new connections per second per address, 0 = off",
+    "connect_burst": "new connections allowed at once above the rate",
+    "max_per_address": "open connections per address, 0 = no cap",
+    "max_connections": "open connections in all",
+    "mute_seconds": "how long a mute lasts",
 }

@@ -173,8 +173,9 @@ async def headroom(n_clients: int = 50, n_messages: int = 200, size: int = 100, 
     with ChatServer(port=0, quiet=True, rate_limit=0) as server:
         clients = [await ChatClient(server, f"u{i:02d}").aconnect() for i in range(n_clients)]
         try:
-            for c in clients:     # everyone has seen everyone join
-                await c.await_for(lambda e: e["type"] == "presence" and len(e["online"]) == n_clients, timeout)
+            last = clients[-1].username
+            for c in clients:     # everyone has seen the last one join, so every earlier join too
+                await c.await_for(lambda e: e["type"] == "join" and e["username"] == last, timeout)
             deliveries0, cpu0 = server.stats.deliveries, await _server_thread_time(server)
             text = "x" * size
 
@@ -308,8 +309,8 @@ async def _count_deliveries() -> dict[str, int]:
     """Measure, on a real server, the frames written for each case of DELIVERY_CASES."""
     with ChatServer(port=0, quiet=True, rate_limit=0) as server:
         clients = [await _joined(server, f"c{i}") for i in range(5)]
-        for c in clients:
-            await c.await_for(lambda e: e["type"] == "presence" and len(e["online"]) == 5)
+        for c in clients[:-1]:            # everyone has seen the last join (c4 saw its own in _joined)
+            await c.await_for(lambda e: e["type"] == "join" and e["username"] == "c4")
         before = server.stats.deliveries
         await clients[0].asend("hello")
         for c in clients:
@@ -318,7 +319,7 @@ async def _count_deliveries() -> dict[str, int]:
         before = server.stats.deliveries
         clients.append(await ChatClient(server, "c5").aconnect())
         for c in clients:
-            await c.await_for(lambda e: e["type"] == "presence" and len(e["online"]) == 6)
+            await c.await_for(lambda e: e["type"] == "join" and e["username"] == "c5")
         join = server.stats.deliveries - before
         for c in clients:
             await c.aclose()
@@ -342,9 +343,9 @@ def _deliveries(answer: Any) -> str:
             wrong.append(case)
     hints = {
         "message": "the sender gets its own message back too: that is how it knows the server took it",
-        "join": "as it connects the newcomer hears a welcome, a presence and, since something was said before, "
-                "a history (3); then its join is broadcast as two events (join, presence) to everyone now in "
-                "the room, the newcomer included",
+        "join": "as it connects the newcomer hears a welcome, a presence (the whole list, to it alone) and, "
+                "since something was said before, a history (3); then its join is broadcast as one event to "
+                "everyone now in the room, the newcomer included: the others update their lists from it",
     }
     expect(not wrong, "measured on a real server, not right yet: " + ", ".join(f"{c} (you said {answer[c]})" for c in wrong),
            " · ".join(hints[c] for c in wrong))

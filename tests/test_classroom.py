@@ -1,0 +1,200 @@
+"""A class with a troll in it, against the real server: each attack of the classroom issue, answered.
+
+The students and the troll connect from other loopback addresses
+(127.0.0.2, 127.0.0.3 ...), which the server counts as other machines; the
+teacher's own cells use 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import socket
+
+import pytest
+from helpers import get, raw_http, until
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from chat_lesson import ChatServer
+from chat_lesson.chat.wire import SUBPROTOCOL
+from chat_lesson.protocol.frames import Frame, Opcode, encode_frame
+from chat_lesson.protocol.handshake import build_request
+
+
+async def student(server: ChatServer, name: str, address: str = "127.0.0.2", **join):
+    ws = await connect(server.ws_url, subprotocols=[SUBPROTOCOL], local_addr=(address, 0), max_queue=None)
+    await ws.send(json.dumps({"type": "join", "username": name, **join}))
+    return ws
+
+
+async def next_of(ws, kind: str, timeout: float = 5) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == kind:
+                return event
+
+
+def test_a_connect_flood_from_one_address_is_refused_before_the_upgrade():
+    with ChatServer(port=0, quiet=True, connect_rate=1, connect_burst=5) as server:
+        async def scenario():
+            opened, refused = [], 0
+            for _ in range(12):
+                try:
+                    opened.append(await connect(server.ws_url, local_addr=("127.0.0.3", 0)))
+                except InvalidStatus as error:
+                    assert error.response.status_code == 503
+                    refused += 1
+            assert len(opened) == 5 and refused == 7
+            alice = await student(server, "alice", "127.0.0.2")           # another address is not affected
+            assert (await next_of(alice, "join"))["username"] == "alice"
+            for ws in opened + [alice]:
+                await ws.close()
+
+        asyncio.run(scenario())
+        assert server.stats.refused_connections == 7
+
+
+def test_connections_per_address_are_capped():
+    with ChatServer(port=0, quiet=True, max_per_address=3, connect_burst=100) as server:
+        async def scenario():
+            opened = [await connect(server.ws_url, local_addr=("127.0.0.4", 0)) for _ in range(3)]
+            with pytest.raises(InvalidStatus):
+                await connect(server.ws_url, local_addr=("127.0.0.4", 0))
+            for ws in opened:
+                await ws.close()
+
+        asyncio.run(scenario())
+
+
+def test_a_second_alice_is_refused_and_the_real_one_keeps_her_name():
+    with ChatServer(port=0, quiet=True) as server:
+        async def scenario():
+            alice = await student(server, "alice", "127.0.0.2")
+            await next_of(alice, "join")
+            troll = await student(server, "\u0410lice", "127.0.0.3")      # a Cyrillic A
+            error = await next_of(troll, "error")
+            assert error["code"] == "name_taken"
+            assert server.clients == ["alice"]
+            await troll.close()
+            await alice.close()
+
+        asyncio.run(scenario())
+
+
+def test_the_teacher_kicks_from_a_cell_and_the_class_sees_it():
+    with ChatServer(port=0, quiet=True) as server:
+        async def scenario():
+            alice = await student(server, "alice", "127.0.0.2")
+            bob = await student(server, "bob", "127.0.0.3")
+            await next_of(bob, "join")
+            await until(lambda: server.clients == ["alice", "bob"])
+            await asyncio.to_thread(server.kick, "bob")                    # a cell runs in another thread
+            event = await next_of(alice, "system")
+            assert event["action"] == "kick" and event["target"]["username"] == "bob"
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await bob.recv()
+            assert closed.value.rcvd.code == 4001
+            await until(lambda: server.clients == ["alice"])
+            await alice.close()
+
+        asyncio.run(scenario())
+
+
+def test_the_teacher_page_bans_and_the_address_stays_out():
+    with ChatServer(port=0, quiet=True) as server:
+        async def scenario():
+            teacher = await student(server, "Teacher", "127.0.0.9", teacher=server.room.secret)
+            joined = await next_of(teacher, "join")
+            assert joined["teacher"] is True
+            troll = await student(server, "troll", "127.0.0.5")
+            troll_id = (await next_of(troll, "join"))["from"]
+            await teacher.send(json.dumps({"type": "ban", "target": troll_id}))
+            assert (await next_of(teacher, "system"))["action"] == "ban"
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await troll.recv()
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(server.ws_url, local_addr=("127.0.0.5", 0))
+            assert refused.value.response.status_code == 403
+            await teacher.close()
+
+        asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("raw", ['{"username": "a", "message": "\\ud800"}',
+                                 '{"type": "join", "username": "\\ud800"}',
+                                 "[" * 4000 + "]" * 4000])
+def test_surrogates_and_deep_json_get_an_error_event_never_a_1011(raw):
+    with ChatServer(port=0, quiet=True) as server:
+        async def scenario():
+            ws = await connect(server.ws_url, subprotocols=[SUBPROTOCOL])
+            await ws.send(raw)
+            assert (await next_of(ws, "error"))["code"] in ("bad_field", "bad_json")
+            await ws.send(json.dumps({"type": "join", "username": "still here"}))
+            assert (await next_of(ws, "join"))["username"] == "still here"
+            await ws.close()
+
+        asyncio.run(scenario())
+
+
+def test_a_reader_that_floods_pings_and_never_reads_is_dropped_in_a_quiet_room():
+    with ChatServer(port=0, quiet=True, max_buffer=64 * 1024) as server:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(build_request(f"127.0.0.1:{server.port}", "/ws", key="dGhlIHNhbXBsZSBub25jZQ==",
+                                   protocols=[SUBPROTOCOL]))
+        ping = encode_frame(Frame(True, Opcode.PING, b"x" * 125), mask_key=b"abcd")
+        sock.setblocking(False)
+        sent = 0
+        try:
+            for _ in range(200_000):                    # bounded: ~33 MB of pings at the most
+                if server.stats.closed_slow:
+                    break
+                try:
+                    sent += sock.send(ping * 64)
+                except BlockingIOError:
+                    select.select([], [sock], [], 0.05)     # wait (briefly) until the kernel takes more
+                except OSError:
+                    break                               # reset by the server: dropped
+        finally:
+            sock.close()
+        asyncio.run(until(lambda: server.stats.closed_slow == 1, timeout=15))
+
+
+def test_static_files_refuse_dotfiles_huge_files_and_long_paths_and_head_has_no_body(tmp_path):
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    (tmp_path / ".env").write_text("SECRET=1")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[core]")
+    (tmp_path / "big.bin").write_bytes(b"\0" * (3 * 1024 * 1024))
+    with ChatServer(port=0, quiet=True, static=tmp_path) as server:
+        assert get(server.port, "/.env")[0] == 404
+        assert get(server.port, "/.git/config")[0] == 404
+        assert get(server.port, "/big.bin")[0] == 403
+        assert get(server.port, "/" + "a" * 300)[0] == 404            # a name the file system refuses
+        assert get(server.port, "/" + "a/" * 1500)[0] == 414
+        head = raw_http(server.port, f"HEAD /index.html HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
+        status, _, body = head.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200") and b"Content-Length: 9" in status and body == b""
+
+
+def test_dns_rebinding_is_refused_by_the_host_allowlist_unless_the_name_is_allowed():
+    def handshake(port: int, host: str) -> bytes:
+        request = (f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                   f"Origin: http://{host}\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            return sock.recv(4096)
+
+    with ChatServer(port=0, quiet=True) as server:
+        assert handshake(server.port, f"evil.example:{server.port}").startswith(b"HTTP/1.1 403")
+        assert handshake(server.port, f"localhost:{server.port}").startswith(b"HTTP/1.1 101")
+    with ChatServer(port=0, quiet=True, allow_hosts=["chat.school.example"]) as server:
+        assert handshake(server.port, f"chat.school.example:{server.port}").startswith(b"HTTP/1.1 101")
