@@ -198,3 +198,64 @@ def test_dns_rebinding_is_refused_by_the_host_allowlist_unless_the_name_is_allow
         assert handshake(server.port, f"localhost:{server.port}").startswith(b"HTTP/1.1 101")
     with ChatServer(port=0, quiet=True, allow_hosts=["chat.school.example"]) as server:
         assert handshake(server.port, f"chat.school.example:{server.port}").startswith(b"HTTP/1.1 101")
+
+
+def test_the_rooms_news_never_pushes_a_slow_reader_over_its_limit():
+    """Joins and leaves skip a reader that is behind; messages still reach it; it gets the list when it catches up."""
+    with ChatServer(port=0, quiet=True, rate_limit=0, max_buffer=256 * 1024) as server:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(5)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(build_request(f"127.0.0.1:{server.port}", "/ws", key="dGhlIHNhbXBsZSBub25jZQ==",
+                                   protocols=[SUBPROTOCOL]))
+
+        def backlog() -> int:
+            async def probe():
+                return max(c.transport.get_write_buffer_size() for c in server._connections.values())
+            return server._background.call(probe())
+
+        async def scenario():
+            talker = await student(server, "talker", "127.0.0.1")
+            while backlog() <= 64 * 1024 + 1000:          # behind: past a quarter of max_buffer
+                await talker.send(json.dumps({"message": "x" * 3000}))
+                await next_of(talker, "message")
+            before = backlog()
+            for i in range(30):                            # churn: 30 joins and leaves
+                ws = await student(server, f"churn{i}", "127.0.0.1")
+                await next_of(ws, "join")
+                await ws.close()
+            assert backlog() == before                     # none of that news was queued for the slow reader
+            await talker.send(json.dumps({"message": "still for everyone"}))
+            await next_of(talker, "message")
+            assert backlog() > before                      # but messages are
+            slow.settimeout(0.2)
+            got = b""
+            deadline = asyncio.get_running_loop().time() + 15
+            while got.count(b'"type": "presence"') < 2 and asyncio.get_running_loop().time() < deadline:
+                try:
+                    got += slow.recv(65536)                # catch up; the sweep then sends the whole list
+                except TimeoutError:
+                    await asyncio.sleep(0)
+            assert got.count(b'"type": "presence"') >= 2 and server.stats.closed_slow == 0
+            await talker.close()
+
+        asyncio.run(scenario())
+        slow.close()
+
+
+def test_a_low_open_file_limit_caps_the_room_below_it():
+    """With macOS's default of 256 files, 260 idle sockets locked everyone out; now the room stops short of it."""
+    import subprocess
+    import sys
+
+    code = """
+import resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+from chat_lesson import ChatServer
+with ChatServer(port=0, quiet=True) as server:
+    print(server.limits.max_connections, server.room.limits.max_connections)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["192", "192"]

@@ -108,6 +108,21 @@ def test_history_is_bounded(chat, alice):
         assert [e["message"] for e in small.since(0)] == ["m3", "m4", "m5", "m6", "m7"]
 
 
+def test_one_answer_is_capped_and_a_poller_pages_through(chat, poll, alice, monkeypatch):
+    monkeypatch.setattr(PollServer, "MAX_ANSWER", 3)
+    say(alice, poll, *[f"m{i}" for i in range(7)])
+    with connect(poll) as sock:
+        got, since = [], 0
+        for _ in range(5):                                   # bounded: 7 messages in pages of 3
+            page = json.loads(ask(sock, f"/poll?since={since}")[2])
+            assert len(page) <= 3
+            if not page:
+                break
+            got += [e["message"] for e in page]
+            since = page[-1]["id"]
+    assert got == [f"m{i}" for i in range(7)]
+
+
 def test_events_carry_the_same_json_as_websocket_frames(chat, poll, alice):
     say(alice, poll, "same bytes")
     pushed = alice.recv(type="message")

@@ -53,12 +53,13 @@ from collections.abc import Callable
 
 from .history import History
 from .names import RESERVED, BadName, check_name, skeleton
+from .quietlog import quiet
 from .wire import DEFAULTS, Limits
 
 __all__ = ["EVERYONE", "ChatError", "Member", "Room", "Stats", "TokenBucket", "avatar_hash", "is_loopback",
            "now_iso", "parse_input"]
 
-log = logging.getLogger(__name__)
+log = quiet(logging.getLogger(__name__))
 
 Event = dict[str, Any]
 

@@ -16,6 +16,7 @@ that offers none (the Go original's Vue client) is *legacy* and gets only
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import json
 import logging
@@ -40,11 +41,12 @@ from .fastpath import drop, fix_send_buffer, unsent, write_frames
 from .origin import Verdict, check_origin
 from .room import EVERYONE, ChatError, Member, Out, Room, Stats, avatar_hash
 from .static import STATIC_DIR, as_head, http_response, static_response
+from .quietlog import quiet
 from .wire import DEFAULTS, SUBPROTOCOL, Limits
 
 __all__ = ["ChatError", "ChatServer", "SUBPROTOCOL", "STATIC_DIR", "avatar_hash", "raise_fd_limit"]
 
-log = logging.getLogger(__name__)
+log = quiet(logging.getLogger(__name__))
 
 STALL_SECONDS = 10.0     # a backlog that has not shrunk for this long means the reader stopped
 
@@ -197,6 +199,7 @@ class ChatServer(CellService):
         self._server: Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
         self._stalled: dict[Member, tuple[float, int]] = {}     # since when, and how much, unsent bytes wait
+        self._behind: set[Member] = set()                          # skipped the room's news while backed up
         self._pending: list[tuple[bytes, bytes | None]] = []   # (frame, legacy frame) per broadcast
 
     # -- the public face ----------------------------------------------------
@@ -293,9 +296,17 @@ class ChatServer(CellService):
         self.loop = asyncio.get_running_loop()
         self._hosts = self._known_hosts()
         files = raise_fd_limit()
-        if files is not None and files < 4096:
-            log.warning("this process may open only %d files, so at most about %d clients can connect; "
-                        "raise the hard limit (ulimit -Hn, or LimitNOFILE= for a service) for more", files, files - 50)
+        if files is not None and files - 64 < self.limits.max_connections:
+            # Past the open-file limit, accept() fails for everyone, the teacher included: cap the room below it,
+            # so the last connections get a clear 503 instead.
+            self.limits = dataclasses.replace(self.limits, max_connections=max(16, files - 64))
+            self.room.limits = self.limits
+            warning = (f"this process may open only {files} files, so the room takes at most "
+                       f"{self.limits.max_connections} connections; raise the hard limit (ulimit -Hn, or "
+                       "LimitNOFILE= for a service) for more")
+            log.warning(warning)
+            if self.host in ("0.0.0.0", "::", "") and not self.quiet:
+                print(f"WARNING: {warning}", flush=True)          # a classroom: say it where the teacher looks
         self._server = await serve(
             self._handle,
             self.host,
@@ -458,6 +469,7 @@ class ChatServer(CellService):
         finally:
             del self._connections[member]
             self._stalled.pop(member, None)
+            self._behind.discard(member)
             self._deliver(self.room.disconnect(member))
 
     def _deliver(self, out: list[Out]) -> None:
@@ -500,11 +512,22 @@ class ChatServer(CellService):
         modern = b"".join(m for m, _ in pending)
         legacy = [frame for _, frame in pending if frame is not None]
         legacy_data = b"".join(legacy)
-        for member in list(self._connections):
-            if not member.legacy:
+        chat = [m for m, frame in pending if frame is not None]      # the chat messages alone
+        chat_data = b"".join(chat)
+        behind = self.limits.max_buffer // 4
+        for member, connection in list(self._connections.items()):
+            if member.legacy:
+                if legacy:
+                    self._write(member, legacy_data, len(legacy))
+            elif len(chat) < len(pending) and unsent(connection) > behind:
+                # A reader that is behind gets the messages, not the room's news (joins, leaves,
+                # renames): those must never be what pushes a student over max_buffer.  It gets a
+                # fresh presence once it has caught up (_sweep).
+                self._behind.add(member)
+                if chat:
+                    self._write(member, chat_data, len(chat))
+            else:
                 self._write(member, modern, len(pending))
-            elif legacy:
-                self._write(member, legacy_data, len(legacy))
 
     def _send(self, member: Member, event: dict[str, Any]) -> None:
         """One event to one client, after whatever was broadcast before it.
@@ -558,6 +581,9 @@ class ChatServer(CellService):
                 since, least = self._stalled.get(member, (now, size))
                 if size == 0:
                     self._stalled.pop(member, None)
+                    if member in self._behind:                    # caught up: the list it missed, whole
+                        self._behind.discard(member)
+                        self._send(member, self.room.presence())
                 elif size > self.limits.max_buffer:
                     drop(connection)
                     self._dropped(member, f"{size} bytes unsent")

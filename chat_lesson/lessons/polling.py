@@ -152,9 +152,13 @@ class PollServer(CellService):
             self._news.set()
             self._news = asyncio.Event()
 
+    MAX_ANSWER = 100
+    """Messages in one answer at most: a poller that is far behind pages through (since = the last id it got),
+    so a 33-byte request can never cost megabytes."""
+
     def since(self, last_id: int) -> list[dict[str, Any]]:
-        """The messages held whose id is greater than ``last_id``, oldest first."""
-        return [m for m in self.messages if m["id"] > last_id]
+        """The messages held whose id is greater than ``last_id``, oldest first, at most MAX_ANSWER of them."""
+        return [m for m in self.messages if m["id"] > last_id][: self.MAX_ANSWER]
 
     async def wait_since(self, last_id: int, wait: float) -> list[dict[str, Any]]:
         """Like :meth:`since`, but wait up to ``wait`` seconds for at least one message."""
