@@ -12,14 +12,26 @@
  *     bottom; if you scrolled up to read, a "new messages" button appears.
  *   - When the connection drops, it tries again with exponential backoff
  *     (0.5 s, 1 s, 2 s ... 10 s, with jitter) and rejoins.
+ *   - The list keeps at most MAX_ITEMS lines, scrolled up or not, and a burst
+ *     of joins and leaves is one line ("alice, bob and 10 others joined").
+ *   - The teacher opens the page with the teacher link (#teacher=<secret>):
+ *     the secret stays in sessionStorage, leaves the address bar at once,
+ *     and that page gets kick, mute, ban, lock and clear buttons.
  *
  * Open the browser's developer tools (Network tab, "WS", Messages) to watch
  * the frames this file sends and receives.
  *
  * Wire protocol (see DESIGN.md):
- *   us -> server  {"type": "join", "username": ..., "email": ...}     once per connection
+ *   us -> server  {"type": "join", "username", "email", "teacher"?}   once per connection
  *                 {"username": ..., "email": ..., "message": ...}     one per chat message
- *   server -> us  {"type": "message" | "join" | "leave" | "presence" | "history" | "error", ...}
+ *                 {"type": "rename", "username": ...}
+ *                 {"type": "kick" | "ban" | "unmute", "target": id}   teacher only, like the three below
+ *                 {"type": "mute", "target": id, "seconds": 300}
+ *                 {"type": "lock" | "unlock" | "clear"}
+ *   server -> us  {"type": "welcome" | "presence" | "history" | "message" | "join" | "leave" |
+ *                          "rename" | "system" | "error", ...}
+ *   presence (the whole list) comes once, after welcome; then join, leave and
+ *   rename change it one person at a time.
  */
 (function () {
   "use strict";
@@ -34,7 +46,11 @@
   var STABLE_AFTER = 5000;      // ms open before a connection counts as healthy
   var BOTTOM_SLACK = 16;        // px: "at the bottom" if at most this far from it
   var GROUP_WINDOW = 5 * 60e3;  // ms: same author within this -> one group
-  var MAX_ITEMS = 500;          // lines kept in the list
+  var MAX_ITEMS = 500;          // lines kept in the list, scrolled up or not
+  var CHURN_WINDOW = 5000;      // ms: joins and leaves this close together share one line
+  var CHURN_NAMES = 2;          // names shown in such a line before "and N others"
+  var MUTE_SECONDS = 300;       // what the teacher's mute button asks for
+  var TEACHER_KEY = "chat_lesson.teacher";   // sessionStorage: the teacher link's secret
   var STORE = "chat_lesson.";   // localStorage key prefix
 
   var EMOJI = window.EMOJI || {};
@@ -49,7 +65,12 @@
     username: "",
     email: "",
     gravatar: false,
-    online: [],          // [{id, username, avatar}] from the last presence event
+    online: [],          // [{id, username, avatar, teacher}]: presence, then join/leave/rename
+    teacher: false,      // the server said this page is the teacher's
+    muted: false,        // the teacher muted us: sending is off until unmute
+    locked: false,       // the teacher locked the room
+    removed: "",         // "kick" | "ban" once the teacher removed us: no reconnecting
+    mutedIds: {},        // who is muted (by id), for the teacher's buttons
     you: null,           // our connection's id, from the welcome event
     myIds: {},           // every id we have had (one per connection): our messages carry one of them
     attempt: 0,          // failed connection attempts in a row
@@ -68,6 +89,9 @@
   var lastSent = null;   // {text, at}: to give text back if the server refused it
   var outageNoted = false;
   var ownJoinPending = false; // the server echoes our join: say "You joined" once
+  var joined = false;    // the server accepted our join on this connection
+  var renamePending = ""; // the name we asked for, until the server answers
+  var teacherSecret = "";  // from the teacher link, kept in sessionStorage only
 
   // ---- elements --------------------------------------------------------------
 
@@ -83,6 +107,14 @@
   var onlineToggle = $("online-toggle"), onlineToggleCount = $("online-toggle-count");
   var leaveButton = $("leave"), notices = $("notices");
   var emojiButton = $("emoji-button"), picker = $("emoji-picker");
+  var sendButton = $("send"), mutedBanner = $("muted-banner"), removedBanner = $("removed-banner");
+  var removedText = $("removed-text"), rejoinButton = $("rejoin");
+  var roomState = $("room-state"), teacherTools = $("teacher-tools");
+  var lockButton = $("lock-room"), clearButton = $("clear-chat");
+  var renameOpen = $("rename-open"), renameForm = $("rename-form"), renameInput = $("rename-input");
+  var renameError = $("rename-error"), renameCancel = $("rename-cancel");
+  var confirmBox = $("confirm"), confirmText = $("confirm-text"), confirmOk = $("confirm-ok");
+  var confirmCancel = $("confirm-cancel");
   var baseTitle = document.title;
 
   // Build an element; `text` (if given) always goes in as text, never as HTML.
@@ -294,18 +326,60 @@
     }
   }
 
+  // Where the reader is, measured before lines are added: at the bottom (then
+  // we follow), or reading an older line (the anchor), which must stay put
+  // when lines are added below and the oldest dropped above.
+  function measure() {
+    var view = { stick: atBottom(), anchor: null, anchorTop: 0 };
+    if (!view.stick) {
+      var top = list.scrollTop;
+      for (var node = list.firstElementChild; node; node = node.nextElementSibling) {
+        if (node.offsetTop + node.offsetHeight > top) { view.anchor = node; break; }
+      }
+      if (view.anchor) view.anchorTop = view.anchor.offsetTop - top;
+    }
+    return view;
+  }
+
+  // Lines are added (and the oldest dropped) at once, so the list never holds
+  // more than MAX_ITEMS, scrolled up or not.  Putting the view right costs a
+  // layout of the whole list: the first few lines of a frame get it at once,
+  // and a burst (a reconnect flood, 700 messages in a second) waits for the
+  // next frame, one layout for all of them instead of one each.
+  var AT_ONCE = 3;       // lines per frame whose view is put right at once
+  var view = null;       // the reader's position, while lines wait to be scrolled to
+  var placed = 0;        // lines added since the last frame
+  var frameBooked = false;
+
+  function settle() {
+    var v = view;
+    view = null;
+    if (!v) return;
+    if (v.stick) scrollToBottom(false);
+    else if (v.anchor && v.anchor.isConnected) list.scrollTop = v.anchor.offsetTop - v.anchorTop;
+  }
+
+  function nextFrame() {
+    frameBooked = false;
+    placed = 0;
+    settle();
+  }
+
   // Add one line; scroll only if the reader was at the bottom (or it is ours).
   function append(item, options) {
     options = options || {};
-    var stick = atBottom() || options.force;
+    if (!view) view = measure();
+    if (options.force) view.stick = true;
     list.appendChild(item);
-    if (stick) {
-      while (list.children.length > MAX_ITEMS) list.removeChild(list.firstChild);
-      scrollToBottom(false);
-    } else if (options.counts) {
+    var extra = list.children.length - MAX_ITEMS;
+    while (extra-- > 0) list.removeChild(list.firstElementChild);
+    if (!view.stick && options.counts) {
       unseen += 1;
       showUnseen();
     }
+    placed += 1;
+    if (!frameBooked) { frameBooked = true; requestAnimationFrame(nextFrame); }
+    if (placed <= AT_ONCE) settle();
   }
 
   list.addEventListener("scroll", function () {
@@ -359,8 +433,11 @@
     item.dataset.at = String(when.getTime());
     if (ev.id !== undefined) item.dataset.id = String(ev.id);
     if (mine) item.classList.add("mine");
+    var teacher = ev.teacher === true;
+    if (teacher) item.classList.add("from-teacher");
     var prev = lastItem();
-    if (prev && prev.dataset.user === name && when.getTime() - Number(prev.dataset.at) < GROUP_WINDOW) {
+    if (prev && prev.dataset.user === name && prev.classList.contains("from-teacher") === teacher &&
+        when.getTime() - Number(prev.dataset.at) < GROUP_WINDOW) {
       item.classList.add("cont");                    // same author: no repeated header
     }
     if (!mine && state.username && text.toLowerCase().indexOf("@" + state.username.toLowerCase()) !== -1) {
@@ -372,6 +449,7 @@
     var body = el("div", "msg-body");
     var head = el("div", "msg-head");
     head.appendChild(el("span", "msg-name", name));
+    if (teacher) head.appendChild(teacherBadge("msg-teacher"));
     if (mine) head.appendChild(el("span", "msg-you", "you"));
     head.appendChild(timeElement(when));
     var shown = emojify(text);
@@ -387,12 +465,65 @@
     if (!mine && !earlier && document.hidden) { unreadTitle += 1; updateTitle(); }
   }
 
+  // Only the server can set `teacher` on an event, and only for the teacher's connection.
+  function teacherBadge(className) {
+    var badge = el("span", "badge-teacher " + className, "teacher");
+    badge.title = "The teacher";
+    badge.dataset.testid = "teacher-badge";
+    return badge;
+  }
+
   function showSystem(text, kind, iso) {
     var item = el("li", "sys" + (kind ? " sys-" + kind : ""));
     var when = parseTime(iso);
     item.appendChild(el("span", "sys-text", text));
     item.appendChild(timeElement(when));
     append(item, {});
+    return item;
+  }
+
+  // ---- joins and leaves: a burst is one line ------------------------------------
+  //
+  // Thirty laptops joining at the start of class, or one troll reconnecting in
+  // a loop, would fill the list with "X joined" lines.  A join or leave that
+  // comes within CHURN_WINDOW of the last one, with nothing said in between,
+  // updates that line instead: "alice, bob and 10 others joined · 3 people left".
+
+  var churn = null;      // {item, text, joined: [names], left: [names], at} of the last such line
+
+  function namesText(names, verb) {
+    if (names.length === 1) return names[0] + " " + verb;
+    if (names.length === 2) return names[0] + " and " + names[1] + " " + verb;
+    if (verb === "left") return names.length + " people left";
+    var others = names.length - CHURN_NAMES;
+    return names.slice(0, CHURN_NAMES).join(", ") + " and " + others +
+      (others === 1 ? " other " : " others ") + verb;
+  }
+
+  function showChurn(kind, name, iso) {
+    var now = Date.now();
+    if (!churn || churn.item !== list.lastElementChild || now - churn.at > CHURN_WINDOW) {
+      churn = { item: showSystem("", "churn sys-" + kind, iso), joined: [], left: [], first: kind, at: now };
+      churn.text = churn.item.querySelector(".sys-text");
+      churn.item.dataset.testid = "churn";
+    }
+    churn.at = now;
+    (kind === "join" ? churn.joined : churn.left).push(name);
+    var parts = [];
+    if (churn.joined.length) parts.push(namesText(churn.joined, "joined"));
+    if (churn.left.length) parts.push(namesText(churn.left, "left"));
+    if (churn.first === "leave") parts.reverse();       // in the order they happened
+    churn.text.textContent = parts.join(" · ");
+    churn.item.classList.toggle("sys-join", churn.joined.length > 0 && !churn.left.length);
+    churn.item.classList.toggle("sys-leave", churn.left.length > 0 && !churn.joined.length);
+    churn.item.dataset.joined = String(churn.joined.length);
+    churn.item.dataset.left = String(churn.left.length);
+    var all = [];
+    if (churn.joined.length) all.push("Joined: " + churn.joined.slice(0, 50).join(", ") +
+                                      (churn.joined.length > 50 ? " …" : ""));
+    if (churn.left.length) all.push("Left: " + churn.left.slice(0, 50).join(", ") +
+                                    (churn.left.length > 50 ? " …" : ""));
+    churn.item.title = all.join("\n");
   }
 
   function updateTitle() {
@@ -404,29 +535,114 @@
   });
 
   // ---- who is online ------------------------------------------------------------
+  //
+  // The whole list comes once (presence, after welcome); then each join, leave
+  // and rename changes one row, so a crowd joining costs one row each, not the
+  // whole list each time.
 
-  function showPresence(people) {
-    state.online = people.map(function (p) {
-      return { id: p && p.id, username: String(p && p.username != null ? p.username : "?"),
-               avatar: p && typeof p.avatar === "string" ? p.avatar : "" };
-    });
-    var rows = state.online.map(function (p) {
-      var row = el("li", "person");
-      row.dataset.user = p.username;
-      row.appendChild(avatar(p.username, p.avatar));
-      row.appendChild(el("span", "person-name", p.username));
-      if (p.id !== undefined && p.id === state.you) {
-        row.classList.add("me");
-        row.appendChild(el("span", "person-you", "you"));
-      }
-      return row;
-    });
-    onlineList.replaceChildren.apply(onlineList, rows);
+  var rows = {};         // id -> <li> in #online
+
+  function person(p) {
+    return { id: p && p.id, username: String(p && p.username != null ? p.username : "?"),
+             avatar: p && typeof p.avatar === "string" ? p.avatar : "", teacher: Boolean(p && p.teacher === true) };
+  }
+
+  function byName(a, b) {
+    var x = a.username.toLowerCase(), y = b.username.toLowerCase();
+    return x < y ? -1 : x > y ? 1 : (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  }
+
+  function toolButton(action, label, title, target) {
+    var b = el("button", "person-tool tool-" + action, label);
+    b.type = "button";
+    b.title = title;
+    b.setAttribute("aria-label", title);
+    b.dataset.testid = action;
+    b.dataset.action = action;
+    b.dataset.target = String(target.id);
+    return b;
+  }
+
+  function personRow(p) {
+    var row = el("li", "person");
+    row.dataset.user = p.username;
+    row.dataset.id = String(p.id);
+    row.appendChild(avatar(p.username, p.avatar));
+    var line = el("span", "person-line");          // the name shrinks first, the badges stay whole
+    line.appendChild(el("span", "person-name", p.username));
+    if (p.teacher) { row.classList.add("teacher"); line.appendChild(teacherBadge("person-teacher")); }
+    var me = p.id !== undefined && p.id === state.you;
+    if (me) {
+      row.classList.add("me");
+      line.appendChild(el("span", "person-you", "you"));
+    }
+    row.appendChild(line);
+    if (state.mutedIds[p.id]) row.classList.add("muted");
+    // The teacher's buttons: for everyone but the teacher (the server checks again).
+    if (state.teacher && !me && !p.teacher) {
+      var tools = el("span", "person-tools");
+      var muted = Boolean(state.mutedIds[p.id]);
+      tools.appendChild(muted ? toolButton("unmute", "unmute", "Let " + p.username + " write again", p) :
+                                toolButton("mute", "mute", "Mute " + p.username + " for " + MUTE_SECONDS / 60 +
+                                           " minutes", p));
+      tools.appendChild(toolButton("kick", "kick", "Remove " + p.username + " from the chat", p));
+      tools.appendChild(toolButton("ban", "ban", "Ban " + p.username + " from this chat", p));
+      row.appendChild(tools);
+    }
+    return row;
+  }
+
+  function countOnline() {
     var n = String(state.online.length);
     onlineCount.textContent = n;
     onlineToggleCount.textContent = n;
     onlineEmpty.hidden = state.online.length > 0;
   }
+
+  function showPresence(people) {
+    state.online = people.map(person).sort(byName);
+    rows = {};
+    var items = state.online.map(function (p) { return (rows[p.id] = personRow(p)); });
+    onlineList.replaceChildren.apply(onlineList, items);
+    countOnline();
+  }
+
+  function redrawPerson(id) {
+    var index = indexOfPerson(id);
+    if (index < 0 || !rows[id]) return;
+    var row = personRow(state.online[index]);
+    onlineList.replaceChild(row, rows[id]);
+    rows[id] = row;
+  }
+
+  function indexOfPerson(id) {
+    for (var i = 0; i < state.online.length; i++) if (state.online[i].id === id) return i;
+    return -1;
+  }
+
+  function removePerson(id) {
+    var index = indexOfPerson(id);
+    if (index >= 0) state.online.splice(index, 1);
+    if (rows[id]) { if (rows[id].parentNode) rows[id].parentNode.removeChild(rows[id]); delete rows[id]; }
+    countOnline();
+  }
+
+  function addPerson(p) {
+    p = person(p);
+    if (p.id === undefined) return;
+    removePerson(p.id);                               // a repeat, or a rename: one row per id
+    var lo = 0, hi = state.online.length;             // keep the list sorted by name
+    while (lo < hi) {
+      var mid = (lo + hi) >> 1;
+      if (byName(state.online[mid], p) < 0) lo = mid + 1; else hi = mid;
+    }
+    state.online.splice(lo, 0, p);
+    var row = rows[p.id] = personRow(p);
+    onlineList.insertBefore(row, lo + 1 < state.online.length ? rows[state.online[lo + 1].id] : null);
+    countOnline();
+  }
+
+  function redrawOnline() { showPresence(state.online.slice()); }
 
   function setOnlinePanel(open) {
     app.classList.toggle("show-online", open);
@@ -464,9 +680,30 @@
     return box;
   }
 
+  // Errors that refuse a join: the page goes back to the form and says why.
+  var JOIN_REFUSED = { name_taken: true, bad_name: true, locked: true, banned: true };
+
   function showError(ev) {
     var code = String(ev.code || "error");
     var detail = typeof ev.detail === "string" ? ev.detail : "";
+    if (renamePending && (code === "name_taken" || code === "bad_name" || code === "bad_field" ||
+                          code === "rate_limited" || code === "not_joined" || code === "muted" ||
+                          code === "locked")) {
+      renameRefused(detail || FRIENDLY[code] || "The server refused that name.");
+      return;
+    }
+    if (!joined && code === "not_teacher" && teacherSecret) {     // a teacher link from another room
+      teacherSecret = "";
+      try { window.sessionStorage.removeItem(TEACHER_KEY); } catch (e) { /* private mode */ }
+      backToForm(detail || "That teacher link is not this room's.");
+      return;
+    }
+    if (!joined && JOIN_REFUSED[code]) {
+      backToForm(detail || "The server refused to let you in (" + code + ").");
+      return;
+    }
+    if (code === "muted") setMuted(true, "You are muted: " + (detail || "by the teacher"), muteSeconds(ev));
+    if (code === "locked") setLocked(true);
     notify(FRIENDLY[code] || detail || "The server reported an error.", "error", detail);
     // The message that was refused is not lost: put it back in the box.
     if ((code === "rate_limited" || code === "too_long") && lastSent && !input.value &&
@@ -564,8 +801,14 @@
 
   // ---- the WebSocket ------------------------------------------------------------------
 
+  // The socket lives next to this page: its directory + "ws".  Served directly
+  // that is ws://127.0.0.1:8000/ws; through a Jupyter server (JupyterHub,
+  // Binder: jupyter-server-proxy) the page is at /user/alice/proxy/8000/ and
+  // the socket at /user/alice/proxy/8000/ws on the same host.  An https page
+  // must use wss: (a browser blocks ws: from it as mixed content).
   function wsURL() {
-    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    var dir = location.pathname.replace(/[^\/]*$/, "");
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + dir + "ws";
   }
 
   function connect() {
@@ -595,7 +838,11 @@
       state.connections += 1;
       setStatus("online");
       // Say who we are, first thing on every connection (also after a reconnect).
-      sendJSON({ type: "join", username: state.username, email: state.email });
+      var hello = { type: "join", username: state.username, email: state.email };
+      if (teacherSecret) hello.teacher = teacherSecret;
+      joined = false;
+      renamePending = "";
+      sendJSON(hello);
       ownJoinPending = true;
       if (again && outageNoted) {
         showSystem("Reconnected. Messages sent while you were away are not shown.", "conn");
@@ -612,6 +859,10 @@
       if (ws !== socket) return;
       socket = null;
       if (leaving) { setStatus("idle"); return; }
+      if (!state.removed && (e.code === 4001 || e.code === 4003)) {   // kicked (4001) or banned (4003)
+        setRemoved(e.code === 4003 ? "ban" : "kick", "the teacher");
+      }
+      if (state.removed) { setStatus("idle"); return; }     // kicked or banned: do not knock again
       if (openedAt && Date.now() - openedAt >= STABLE_AFTER) state.attempt = 0;
       openedAt = 0;
       scheduleReconnect(e);
@@ -679,23 +930,31 @@
         showMessage(ev);
         break;
       case "join":
-        if (ev.from !== undefined && ev.from === state.you && ownJoinPending) {
-          ownJoinPending = false;
-          if (state.connections === 1) showSystem("You joined as " + ev.username, "join", ev.time);
-        } else {
-          showSystem(String(ev.username) + " joined", "join", ev.time);
-        }
+        onJoin(ev);
         break;
       case "leave":
-        showSystem(String(ev.username) + " left", "leave", ev.time);
+        if (ev.from !== undefined) removePerson(ev.from);
+        if (ev.from !== undefined && state.mutedIds[ev.from]) delete state.mutedIds[ev.from];
+        showChurn("leave", String(ev.username), ev.time);
+        break;
+      case "rename":
+        onRename(ev);
+        break;
+      case "system":
+        onSystem(ev);
         break;
       case "welcome":                            // who we are, and the server's limits
         state.you = ev.you;
         state.myIds[ev.you] = true;
         useLimits(ev.limits);
+        if (typeof ev.teacher === "boolean") setTeacher(ev.teacher);
+        if (typeof ev.locked === "boolean") setLocked(ev.locked);
         break;
-      case "presence":
-        if (Array.isArray(ev.online)) showPresence(ev.online);
+      case "presence":                           // the whole list: once, after welcome
+        if (Array.isArray(ev.online)) {
+          showPresence(ev.online);
+          if (indexOfPerson(state.you) >= 0) joined = true;
+        }
         break;
       case "history":                            // what was said before we (re)connected
         if (Array.isArray(ev.messages)) ev.messages.forEach(function (m) {
@@ -710,12 +969,78 @@
     }
   }
 
+  function onJoin(ev) {
+    addPerson({ id: ev.from, username: ev.username, avatar: ev.avatar, teacher: ev.teacher });
+    if (ev.from !== undefined && ev.from === state.you) {
+      joined = true;
+      if (ev.teacher === true) setTeacher(true);
+      else if (state.locked) setLocked(false);          // a student gets in only while the room is open
+      if (ownJoinPending) {
+        ownJoinPending = false;
+        if (state.connections === 1) {
+          showSystem("You joined as " + ev.username + (state.teacher ? " (teacher)" : ""), "join", ev.time);
+        }
+      }
+      return;
+    }
+    showChurn("join", String(ev.username), ev.time);
+  }
+
+  function onRename(ev) {
+    var name = String(ev.username == null ? "?" : ev.username);
+    var old = String(ev.old == null ? "?" : ev.old);
+    var index = indexOfPerson(ev.from);
+    var p = index >= 0 ? state.online[index] : { id: ev.from, teacher: false };
+    addPerson({ id: ev.from, username: name, avatar: typeof ev.avatar === "string" ? ev.avatar : p.avatar,
+                teacher: p.teacher });
+    var mine = ev.from !== undefined && ev.from === state.you;
+    if (mine) {
+      state.username = name;
+      store.set("username", name);
+      nameInput.value = name;
+      renamePending = "";
+      closeRename();
+    }
+    var line = showSystem(old + " is now " + name, "rename", ev.time);
+    line.dataset.testid = "rename-line";
+  }
+
+  // The teacher's actions, as everyone sees them.
+  function onSystem(ev) {
+    var action = String(ev.action || "");
+    var target = ev.target && typeof ev.target === "object" ? ev.target : null;
+    var me = Boolean(target && target.id !== undefined && target.id === state.you);
+    var by = typeof ev.by === "string" && ev.by ? ev.by : "the teacher";
+    var detail = typeof ev.detail === "string" && ev.detail ? ev.detail :
+      action + (target ? " " + String(target.username) : "") + " by " + by;
+    if (action === "clear") {
+      list.replaceChildren();
+      churn = null;
+      unseen = 0; showUnseen();
+    }
+    if (action === "mute" && target) { state.mutedIds[target.id] = true; redrawPerson(target.id); }
+    if (action === "unmute" && target) { delete state.mutedIds[target.id]; redrawPerson(target.id); }
+    if (action === "lock") setLocked(true);
+    if (action === "unlock") setLocked(false);
+    if (me && action === "mute") setMuted(true, "You are muted: " + detail, muteSeconds(ev));
+    if (me && action === "unmute") { setMuted(false); notify("You can write again.", "info"); }
+    if (me && (action === "kick" || action === "ban")) setRemoved(action, by);
+    var line = showSystem(detail, "system sys-" + action, ev.time);
+    line.dataset.action = action;
+    line.dataset.testid = "system";
+    if (me) line.classList.add("sys-you");
+  }
+
   // Send one chat message: what was typed, shortcodes and all.
   function send(text) {
     text = String(text == null ? "" : text);
     if (!text.trim()) return false;
     if (state.status !== "online" || !socket || socket.readyState !== WebSocket.OPEN) {
       notify("Not connected: your message is still in the box.", "warn");
+      return false;
+    }
+    if (state.muted) {
+      notify("You are muted: the teacher will let you write again.", "warn");
       return false;
     }
     var bytes = utf8Bytes(text);
@@ -786,10 +1111,7 @@
     if (socket) socket.close(1000, "left");
     socket = null;
     setStatus("idle");
-    list.replaceChildren();
-    unseen = 0; showUnseen();
-    showPresence([]);
-    setOnlinePanel(false);
+    resetRoom();
     showView("join");
     nameInput.focus();
   });
@@ -800,6 +1122,256 @@
     input.focus();
     closePicker();
   });
+
+  // ---- the room's state: muted, locked, removed --------------------------------------------
+
+  // The box and its buttons are off while we may not write (the server refuses anyway).
+  function updateComposer() {
+    var why = state.removed ? "You are no longer in the chat" :
+      state.muted ? "You are muted" :
+      state.locked && !state.teacher ? "The room is locked" : "";
+    var wasOff = input.disabled;
+    input.disabled = sendButton.disabled = emojiButton.disabled = Boolean(why);
+    renameOpen.disabled = Boolean(why);               // the server refuses a rename then too
+    if (why && !renameForm.hidden) closeRename();
+    input.placeholder = why || "Say hi :wave:";
+    if (why) closePicker();
+    if (wasOff && !why && chatView.hidden === false) input.focus({ preventScroll: true });
+  }
+
+  var muteTimer = 0;
+
+  // Muted by the teacher: for `seconds` (the server does not say when a mute
+  // runs out, so the page counts too), or until an unmute.
+  function setMuted(muted, text, seconds) {
+    state.muted = muted;
+    clearTimeout(muteTimer);
+    if (muted && seconds > 0) {
+      muteTimer = setTimeout(function () {
+        if (!state.muted) return;
+        setMuted(false);
+        notify("Your mute is over: you can write again.", "info");
+      }, seconds * 1000 + 500);
+    }
+    app.classList.toggle("is-muted", muted);
+    mutedBanner.hidden = !muted;
+    if (muted && text) mutedBanner.textContent = text;
+    updateComposer();
+  }
+
+  function muteSeconds(ev) {
+    if (typeof ev.seconds === "number" && ev.seconds > 0) return ev.seconds;
+    var said = /for (\d+(?:\.\d+)?) (?:more )?seconds/.exec(String(ev.detail || ""));
+    if (said) return Number(said[1]);
+    return typeof limits.mute_seconds === "number" && limits.mute_seconds > 0 ? limits.mute_seconds : MUTE_SECONDS;
+  }
+
+  function setLocked(locked) {
+    state.locked = locked;
+    roomState.hidden = !locked;
+    lockButton.textContent = locked ? "Unlock room" : "Lock room";
+    lockButton.setAttribute("aria-pressed", String(locked));
+    lockButton.dataset.action = locked ? "unlock" : "lock";
+    app.classList.toggle("is-locked", locked);
+    updateComposer();
+  }
+
+  function setTeacher(teacher) {
+    if (teacher === state.teacher) return;
+    state.teacher = teacher;
+    app.classList.toggle("is-teacher", teacher);
+    teacherTools.hidden = !teacher;
+    redrawOnline();                                  // the buttons in each row
+    updateComposer();
+  }
+
+  // The teacher removed us: say so, and do not reconnect on our own.
+  function setRemoved(action, by) {
+    state.removed = action;
+    clearTimeout(retryTimer);
+    clearInterval(tickTimer);
+    store.remove("joined");
+    removedText.textContent = action === "ban" ?
+      "You were banned from this chat by " + by + "." :
+      "You were removed from the chat by " + by + ".";
+    removedBanner.hidden = false;
+    rejoinButton.hidden = action === "ban";
+    closeRename();
+    setMuted(false);                                  // and updateComposer(): all off
+  }
+
+  function clearRemoved() {
+    state.removed = "";
+    removedBanner.hidden = true;
+    updateComposer();
+  }
+
+  rejoinButton.addEventListener("click", function () {
+    clearRemoved();
+    store.set("joined", "1");
+    state.attempt = 0;
+    connect();
+  });
+
+  // Our join was refused (name taken, room locked ...): back to the form, with the reason.
+  function backToForm(reason) {
+    leaving = true;
+    clearTimeout(retryTimer);
+    clearInterval(tickTimer);
+    store.remove("joined");
+    if (socket) socket.close(1000, "join refused");
+    socket = null;
+    setStatus("idle");
+    resetRoom();
+    showView("join");
+    nameError.textContent = reason;
+    nameInput.setAttribute("aria-invalid", "true");
+    nameInput.focus();
+  }
+
+  // Forget everything about the room this page was in.
+  function resetRoom() {
+    list.replaceChildren();
+    churn = null;
+    unseen = 0; showUnseen();
+    state.mutedIds = {};
+    setTeacher(false);
+    showPresence([]);
+    setOnlinePanel(false);
+    setMuted(false);
+    setLocked(false);
+    clearRemoved();
+    closeRename();
+  }
+
+  // ---- changing name, without reconnecting ---------------------------------------------------
+
+  function openRename() {
+    renameForm.hidden = false;
+    renameOpen.setAttribute("aria-expanded", "true");
+    renameError.textContent = "";
+    renameInput.value = state.username;
+    if (limits.max_username) renameInput.maxLength = limits.max_username;
+    renameInput.focus();
+    renameInput.select();
+  }
+
+  function closeRename() {
+    renameForm.hidden = true;
+    renameOpen.setAttribute("aria-expanded", "false");
+    renameError.textContent = "";
+    renamePending = "";
+  }
+
+  function renameRefused(reason) {
+    renamePending = "";
+    if (renameForm.hidden) openRename();
+    renameError.textContent = reason;
+    renameInput.setAttribute("aria-invalid", "true");
+    renameInput.focus();
+  }
+
+  // Ask the server for a new name; the rename event (or an error) answers.
+  function rename(name) {
+    name = String(name == null ? "" : name).trim();
+    var problem = !name ? "Please choose a name." :
+      limits.max_username && codePoints(name) > limits.max_username ?
+        "At most " + limits.max_username + " characters, please." : "";
+    if (!problem && name === state.username) { closeRename(); return false; }
+    if (!problem && !sendJSON({ type: "rename", username: name })) problem = "Not connected.";
+    if (problem) { renameRefused(problem); return false; }
+    renamePending = name;
+    renameInput.setAttribute("aria-invalid", "false");
+    return true;
+  }
+
+  renameOpen.addEventListener("click", function () {
+    if (renameForm.hidden) openRename(); else closeRename();
+  });
+  renameCancel.addEventListener("click", function () { closeRename(); renameOpen.focus(); });
+  renameForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    rename(renameInput.value);
+  });
+
+  // ---- the teacher's controls (the server checks the secret; these are only buttons) --------
+
+  // Ask before the actions that cannot be undone; a <dialog>, not confirm(), so
+  // the page keeps running and the projector shows a readable question.
+  var confirmAction = null;
+
+  function ask(question, okText, action) {
+    confirmText.textContent = question;
+    confirmOk.textContent = okText;
+    confirmAction = action;
+    if (typeof confirmBox.showModal === "function") confirmBox.showModal(); else confirmBox.setAttribute("open", "");
+    confirmCancel.focus();
+  }
+
+  function closeConfirm() {
+    confirmAction = null;
+    if (typeof confirmBox.close === "function" && confirmBox.open) confirmBox.close();
+    else confirmBox.removeAttribute("open");
+  }
+
+  confirmOk.addEventListener("click", function () {
+    var action = confirmAction;
+    closeConfirm();
+    if (action) action();
+  });
+  confirmCancel.addEventListener("click", closeConfirm);
+  confirmBox.addEventListener("cancel", function () { confirmAction = null; });
+
+  function command(obj) {
+    if (!state.teacher) return false;
+    if (!sendJSON(obj)) { notify("Not connected.", "warn"); return false; }
+    return true;
+  }
+
+  onlineList.addEventListener("click", function (e) {
+    var button = e.target.closest ? e.target.closest("button.person-tool") : null;
+    if (!button || !onlineList.contains(button)) return;
+    var id = Number(button.dataset.target);
+    var index = indexOfPerson(id);
+    var name = index >= 0 ? state.online[index].username : "?";
+    switch (button.dataset.action) {
+      case "mute": command({ type: "mute", target: id, seconds: MUTE_SECONDS }); break;
+      case "unmute": command({ type: "unmute", target: id }); break;
+      case "kick": command({ type: "kick", target: id }); break;
+      case "ban":
+        ask("Ban " + name + "? They cannot come back into this chat.", "Ban " + name,
+            function () { command({ type: "ban", target: id }); });
+        break;
+      default: break;
+    }
+  });
+
+  lockButton.addEventListener("click", function () {
+    command({ type: state.locked ? "unlock" : "lock" });
+  });
+
+  clearButton.addEventListener("click", function () {
+    ask("Clear the chat for everyone? The messages are gone from every page.", "Clear chat",
+        function () { command({ type: "clear" }); });
+  });
+
+  // The teacher link is the page's address plus #teacher=<secret>.  A fragment
+  // never goes to a server (no logs); we keep the secret in sessionStorage (this
+  // tab only) and take it out of the address bar before anyone sees it.
+  function readTeacherLink() {
+    var match = /(?:^#|&)teacher=([^&]*)/.exec(location.hash);
+    if (match) {
+      var secret = "";
+      try { secret = decodeURIComponent(match[1]); } catch (e) { secret = match[1]; }
+      try { window.sessionStorage.setItem(TEACHER_KEY, secret); } catch (e) { /* private mode */ }
+      teacherSecret = secret;
+      if (window.history && history.replaceState) {
+        history.replaceState(history.state, "", location.pathname + location.search);
+      }
+    } else {
+      try { teacherSecret = window.sessionStorage.getItem(TEACHER_KEY) || ""; } catch (e) { teacherSecret = ""; }
+    }
+  }
 
   // ---- the emoji picker: inserts shortcodes, so the frames show ":tada:" ------------------
 
@@ -852,6 +1424,8 @@
 
   // ---- start ------------------------------------------------------------------------------
 
+  readTeacherLink();
+
   nameInput.value = store.get("username") || "";
   emailInput.value = store.get("email") || "";
   gravatarInput.checked = store.get("gravatar") === "1";
@@ -866,6 +1440,7 @@
   window.chat = Object.freeze({
     get state() { return JSON.parse(JSON.stringify(state)); },
     get socket() { return socket; },
-    send: send
+    send: send,
+    rename: rename
   });
 })();
