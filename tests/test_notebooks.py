@@ -3,14 +3,22 @@
 The notebooks are found by glob, so a new lesson is tested as soon as it is
 committed.  Each runs in a fresh kernel of *this* Python (the venv's, the one
 running pytest), with cwd = notebooks/ and MPLBACKEND=Agg.  Cells tagged
-``skip-in-tests`` are not run; hidden solution cells are, and their ``check``
-must say ✅.
+``skip-in-tests`` are not run.
+
+Solutions are never code cells, so Run All cannot run them: each is a markdown
+cell holding a collapsed block (``SOLUTION_RE``) that the student opens by
+clicking "Show a solution".  The tests execute each notebook once, as a copy in
+which every solution block has become a code cell at its place: that one run
+checks the whole notebook and requires each solution's ``check`` to say ✅.
+(tests/test_run_all.py runs the notebooks as committed, solutions not run.)
 
 Set CHAT_LESSON_NOTEBOOKS=/some/dir to test notebooks elsewhere (e.g. a draft).
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import os
 import re
@@ -31,6 +39,11 @@ LESSONS = [p for p in PATHS if not p.name.startswith("00_")]
 TIME_LIMIT = 60          # seconds per notebook, top to bottom
 SKIP_TAG = "skip-in-tests"
 KERNEL_NAME = "chat-lesson-test"
+SUMMARY = "Show a solution"
+SOLUTION_RE = re.compile(                 # blank lines around the fence: JupyterLab renders markdown inside <details> then
+    r"\A\s*<details>\s*<summary>" + re.escape(SUMMARY) + r"</summary>\n\n```python\n(?P<code>.*?)\n```\n\n</details>\s*\Z", re.S)
+SOLUTION_TAG = "solution"                 # marks, in the executed copy, the code cells made from solution blocks
+CHECK_RE = re.compile(r"""\bcheck\(\s*["']([^"']+)["']""")
 
 ids = [p.stem for p in PATHS]
 
@@ -41,6 +54,31 @@ def source(cell) -> str:
 
 def is_hidden(cell) -> bool:
     return bool(cell.metadata.get("jupyter", {}).get("source_hidden"))
+
+
+def solution_code(cell) -> str | None:
+    """The code of a markdown cell that is a solution block, else None."""
+    if cell.cell_type != "markdown":
+        return None
+    match = SOLUTION_RE.match(source(cell))
+    return match["code"] if match else None
+
+
+def is_exercise(cell) -> bool:
+    """A code cell where the student answers: it calls check()."""
+    return cell.cell_type == "code" and bool(CHECK_RE.search(source(cell)))
+
+
+def with_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` in which every solution block is a code cell, tagged SOLUTION_TAG, at its place."""
+    nb = copy.deepcopy(nb)
+    for i, cell in enumerate(nb.cells):
+        code = solution_code(cell)
+        if code is not None:
+            new = nbformat.v4.new_code_cell(code, metadata={"tags": [SOLUTION_TAG]})
+            new.id = cell.get("id", new.id)
+            nb.cells[i] = new
+    return nb
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +97,8 @@ def kernel_specs(tmp_path_factory):
 
 
 def execute(path: Path, kernel_specs: KernelSpecManager) -> tuple[nbformat.NotebookNode, float]:
-    nb = nbformat.read(path, as_version=4)
+    """Run the notebook with its solutions inserted (``with_solutions``), once; return it and the seconds taken."""
+    nb = with_solutions(nbformat.read(path, as_version=4))
     km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=kernel_specs)
     client = NotebookClient(nb, km=km, timeout=TIME_LIMIT, kernel_name=KERNEL_NAME,
                             skip_cells_with_tag=SKIP_TAG, resources={"metadata": {"path": str(NOTEBOOKS)}})
@@ -114,30 +153,76 @@ def test_runs_top_to_bottom_in_time(executed):
 
 
 @pytest.mark.parametrize("executed", PATHS, ids=ids, indirect=True)
-def test_hidden_solutions_run_and_pass(executed):
-    """Every notebook with exercises has hidden solution cells; each ran and its check said ✅."""
+def test_solutions_run_and_pass(executed):
+    """Each solution block, run as a code cell at its place in the one execution, ran and its check said ✅."""
     path, nb, _ = executed
-    checks = [c for c in nb.cells if c.cell_type == "code" and re.search(r"\bcheck\(", source(c))]
-    if not checks:
-        return
-    solutions = [c for c in checks if is_hidden(c)]
-    assert solutions, f"{path.name} has exercises but no hidden solution cell"
+    solutions = [c for c in nb.cells if c.cell_type == "code" and SOLUTION_TAG in c.metadata.get("tags", [])]
     for cell in solutions:
-        assert cell.get("execution_count"), f"solution cell not executed:\n{source(cell)}"
+        assert cell.get("execution_count"), f"{path.name}: solution not executed:\n{source(cell)}"
         text = outputs_text(cell)
-        assert "✅" in text and "❌" not in text, f"solution did not pass:\n{source(cell)}\n---\n{text}"
+        assert "✅" in text and "❌" not in text, f"{path.name}: solution did not pass:\n{source(cell)}\n---\n{text}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=ids)
+def test_run_all_runs_no_solution(path):
+    """No code cell is a solution: none hidden, none starting with '# Solution'; every <details> is a well-formed block."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not is_hidden(cell), f"{path.name} cell {i} is a hidden code cell: Run All would run it"
+            assert not source(cell).lstrip().startswith("# Solution"), \
+                f"{path.name} cell {i} is a solution in a code cell: make it a '{SUMMARY}' block"
+        elif "<details" in source(cell):
+            assert solution_code(cell) is not None, (
+                f"{path.name} cell {i}: a solution block is exactly <details><summary>{SUMMARY}</summary>, a blank "
+                "line, a ```python fence, a blank line, </details>")
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_has_at_least_two_exercises(path):
+    """At least two exercises, each with a solution block that runs the same check."""
     nb = nbformat.read(path, as_version=4)
-    ids_checked = set()
-    for cell in nb.cells:
-        if cell.cell_type == "code" and not is_hidden(cell):
-            ids_checked |= set(re.findall(r"""\bcheck\(\s*["']([^"']+)["']""", source(cell)))
-    assert len(ids_checked) >= 2, f"{path.name}: exercises checked: {sorted(ids_checked)}; a lesson needs two"
-    for ex in ids_checked:   # every exercise has its hidden solution
-        assert any(is_hidden(c) and ex in source(c) for c in nb.cells), f"{path.name}: no hidden solution for {ex}"
+    solutions = [code for code in map(solution_code, nb.cells) if code is not None]
+    assert len(solutions) >= 2, f"{path.name}: {len(solutions)} '{SUMMARY}' blocks; a lesson needs two"
+    checked = {ex for c in nb.cells if is_exercise(c) for ex in CHECK_RE.findall(source(c))}
+    assert len(checked) >= 2, f"{path.name}: exercises checked: {sorted(checked)}; a lesson needs two"
+    for ex in checked:
+        assert any(ex in CHECK_RE.findall(code) for code in solutions), f"{path.name}: no solution block for {ex}"
+    for code in solutions:
+        assert CHECK_RE.search(code), f"{path.name}: a solution calls check(...):\n{code}"
+
+
+def _names(code: str) -> tuple[set[str], set[str]]:
+    """The names a cell binds and the names it reads (top-level await allowed)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        tree = ast.parse("async def _cell():\n" + "\n".join("    " + line for line in code.splitlines()))
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name != "_cell":
+            bound.add(node.name)
+    return bound, read
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_no_cell_depends_on_an_answer(path):
+    """No cell reads a name last bound by an exercise or a solution: it must work whether the answer is right, wrong or untouched."""
+    nb = nbformat.read(path, as_version=4)
+    last_binder: dict[str, str] = {}        # name -> "answer" or "course"
+    for i, cell in enumerate(nb.cells):
+        code = source(cell) if cell.cell_type == "code" else solution_code(cell)
+        if code is None or not code.strip():
+            continue
+        bound, read = _names(code)
+        answer = cell.cell_type == "markdown" or is_exercise(cell)     # a solution block, or an exercise
+        if not answer:
+            uses = sorted(n for n in read - bound if last_binder.get(n) == "answer")
+            assert not uses, f"{path.name} cell {i} uses {uses}, defined by an exercise or its solution:\n{code}"
+        for name in bound:
+            last_binder[name] = "answer" if answer else "course"
 
 
 def nav_ok(text: str, last_lesson: bool) -> bool:
@@ -187,5 +272,5 @@ def test_servers_use_port_0_and_are_stopped(path):
     starts = re.findall(r"(?:ChatServer|PollServer)\(([^)]*)\)\.start\(\)", code)
     for args in starts:
         assert "port=0" in args, f"{path.name}: start servers with port=0 (found {args!r})"
-    if starts:
+    if starts and not path.name.startswith("00_"):   # the index's chat is meant to outlive Run All
         assert re.search(r"\.stop\(\)", code), f"{path.name}: stop the servers at the end"
