@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["conform"]:          # python -m chat_lesson conform ws://HOST:PORT/PATH [--chat] [--json]
+        from .conformance import main as conform_main
+
+        return conform_main(argv[1:])
     if argv[:1] == ["export"]:           # python -m chat_lesson export --history-file F [--format ...] [-o OUT] [--clear]
         from .chat.history import export_main
 
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     tap_parser(sub)
     sub.add_parser("export", help="write the transcript kept in a --history-file: see python -m chat_lesson export --help")
     sub.add_parser("bench", help="benchmarks: see python -m chat_lesson bench --help")
+    sub.add_parser("conform", help="RFC 6455 conformance battery: see python -m chat_lesson conform --help")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -131,6 +131,7 @@ LESSON_MODULES = {
     "04": "chat_lesson.lessons.lesson04",
     "05": "chat_lesson.lessons.lesson05",
     "06": "chat_lesson.lessons.lesson06",
+    "07": "chat_lesson.lessons.lesson07",
 }
 """Where each lesson's exercises are registered: the id's first two characters name the lesson."""
 
