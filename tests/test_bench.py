@@ -52,3 +52,16 @@ def test_churn_serves_everyone_and_leaks_no_file():
     f = bench("churn", "--connections", "60", "--in-flight", "8")
     assert f["served"] + f["reset"] == 60 and f["failed"] == 0
     assert f["server_alive"] and f["server_fds_after"] == f["server_fds_before"]
+
+
+def test_classroom_drops_no_student():
+    f = bench("classroom", "--seconds", "1", "--students", "5", "--storm", "20", "--settle-timeout", "30")
+    assert [r["phase"] for r in f["phases"]][0] == "quiet" and len(f["phases"]) == 7    # quiet, 5 attacks, restart
+    for r in f["phases"]:
+        assert {"students_dropped", "p50_ms", "p99_ms", "p99_vs_quiet", "samples", "server_cpu_pct",
+                "rss_growth_mib", "attacker", "attacker_stopped", "attacker_counts"} <= set(r)
+        assert r["students_dropped"] == 0, r
+    assert all(r["attacker"] for r in f["phases"][1:6])
+    assert f["restart"]["of"] == 25 and f["restart"]["back"] == 25
+    assert [t["met"] for t in f["targets"]][0] is True and len(f["targets"]) == 4
+    assert f["command"].startswith("python -m chat_lesson.bench classroom")

@@ -6,6 +6,7 @@
     python -m chat_lesson.bench idle --clients 10000
     python -m chat_lesson.bench slow --clients 100 --rate 200
     python -m chat_lesson.bench churn --connections 1000
+    python -m chat_lesson.bench classroom
 
 The server runs in its own process (``--server ours`` is ChatServer,
 ``--server baseline`` is the plain websockets relay below, ``--url`` any
@@ -35,6 +36,7 @@ from typing import Any
 
 from ..chat.server import raise_fd_limit
 from ..protocol import frames, handshake
+from . import classroom
 from .load import Job, open_lean, percentile, worker_main
 
 # /proc/PID/stat counts CPU time in clock ticks (Linux only; bench says so elsewhere)
@@ -272,7 +274,8 @@ def bench_churn(args: argparse.Namespace, server: ServerProcess) -> dict[str, An
             "server_fds_before": fds_before, "server_fds_after": server.fds()}
 
 
-BENCHES = {"fanout": bench_fanout, "paced": bench_paced, "idle": bench_idle, "slow": bench_slow, "churn": bench_churn}
+BENCHES = {"fanout": bench_fanout, "paced": bench_paced, "idle": bench_idle, "slow": bench_slow, "churn": bench_churn,
+           "classroom": classroom.bench_classroom}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -308,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
     churn_p.add_argument("--connections", type=int, default=1000)
     churn_p.add_argument("--in-flight", type=int, default=64)
     churn_p.add_argument("--reset-every", type=int, default=10, help="every Nth connection resets mid-handshake")
+    classroom.add_parser(sub)
     rep = sub.add_parser("report", help="run the standard set and write docs/benchmarks.md (a few minutes)")
     rep.add_argument("--out", default="docs")
     base = sub.add_parser("_baseline", help=argparse.SUPPRESS)
@@ -342,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     raise_fd_limit(65536)
     extra = ["--max-buffer", str(args.max_buffer)] if getattr(args, "max_buffer", None) else []
-    if args.bench != "idle":
+    if args.bench == "classroom":
+        extra = classroom.SERVER_ARGS          # the real limits, pings included: the students answer them
+    elif args.bench != "idle":
         extra += ["--ping-interval", "0"]    # the load clients skip frames they need not parse, pings included
     server = ExternalServer(args.url, args.pid) if args.url else ServerProcess(args.server, args.compression, extra)
     try:
@@ -352,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["command"] = command_line(argv)
     if args.json:
         print(json.dumps(figures))
+    elif args.bench == "classroom":
+        print(classroom.render(figures))
     else:
         print_table(figures.pop("command"), figures)
     return 0
