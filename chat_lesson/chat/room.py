@@ -586,5 +586,7 @@ class Room:
         event = {"type": "system", "time": self.now(), "action": action,
                  "target": None if who is None else {"id": who.id, "username": who.username},
                  "by": by.username if by is not None else "the teacher", "detail": detail}
+        if action == "mute":
+            event["seconds"] = seconds
         log.info("teacher: %s", detail)
         return [(EVERYONE, event), *out]

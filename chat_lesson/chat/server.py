@@ -499,7 +499,10 @@ class ChatServer(CellService):
         event loop (``_flush``), so the events of one turn go out in one write.
         """
         for listener in self.listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception as error:          # a lesson's listener that broke must not close the sender (1011)
+                log.warning("listener %r raised %r", listener, error)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append((text_frame(event), legacy_frame(event)))
