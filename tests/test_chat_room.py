@@ -102,11 +102,34 @@ def test_the_rate_budget_refills_with_the_clock():
     room, clock = make_room(rate_limit=2, burst=3)
     alice, _ = room.connect()
     room.receive(alice, join("alice"))                       # the join costs a token too
-    sent = [room.receive(alice, say(f"m{i}"))[0][1]["type"] for i in range(4)]
-    assert sent == ["message", "message", "error", "error"]
+    sent = [[e["type"] for _, e in room.receive(alice, say(f"m{i}"))] for i in range(4)]
+    assert sent == [["message"], ["message"], ["error"], []]  # one warning a second, not one per frame
     clock.t += 0.5                                            # one token back at 2 per second
     assert room.receive(alice, say("later"))[0][1]["type"] == "message"
-    assert room.receive(alice, say("too soon"))[0][1]["code"] == "rate_limited"
+    assert room.receive(alice, say("too soon")) == []        # still within the second of the warning
+    clock.t += 0.6
+    assert room.receive(alice, say("again"))[0][1]["type"] == "message"
+
+
+def test_a_flood_over_budget_is_closed_and_its_address_waits_to_reconnect():
+    room, clock = make_room(rate_limit=1, burst=2, connect_burst=3)
+    assert room.admit("10.0.0.5") is None
+    troll, _ = room.connect(address="10.0.0.5")
+    room.receive(troll, join("troll"))
+    outs = [room.receive(troll, say("spam")) for _ in range(60)]
+    closes = [e for out in outs for _, e in out if e["type"] == "close"]
+    errors = [e for out in outs for _, e in out if e["type"] == "error"]
+    assert closes and closes[0]["code"] == 1008 and len(errors) == 1
+    room.penalize(troll)
+    assert "too many new connections" in room.admit("10.0.0.5")
+
+
+def test_long_messages_spend_a_byte_budget_per_address():
+    room, _ = make_room(rate_limit=100, burst=100, bytes_rate=1000, bytes_burst=4000)
+    member, _ = room.connect(address="10.0.0.5")
+    room.receive(member, join("writer"))
+    kinds = [room.receive(member, say("x" * 1500))[0][1].get("code", "message") for _ in range(4)]
+    assert kinds == ["message", "message", "rate_limited", "rate_limited"]
 
 
 def test_rate_limit_zero_means_no_budget():

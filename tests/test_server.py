@@ -271,7 +271,7 @@ def test_rate_limit_answers_with_error_event():
             messages = [e["message"] for e in events if e["type"] == "message"]
             errors = [e for e in events if e["type"] == "error"]
             assert messages == ["m0", "m1"]
-            assert [e["code"] for e in errors] == ["rate_limited"] * 3
+            assert [e["code"] for e in errors] == ["rate_limited"]     # one warning a second, not one per frame
             await alice.aclose()
 
         asyncio.run(scenario())

@@ -114,12 +114,18 @@ class TokenBucket:
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
 
-    def take(self) -> bool:
+    def take(self, cost: float = 1) -> bool:
+        """Spend ``cost`` tokens if the bucket holds them (a message: 1; bytes: its size)."""
         self._refill()
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
+
+    def empty(self) -> None:
+        """Spend everything: the next event waits for the refill."""
+        self._refill()
+        self.tokens = 0.0
 
     def full(self) -> bool:
         """True when the bucket has refilled: forgetting it then changes nothing."""
@@ -154,6 +160,8 @@ class Member:
     avatar: str = ""
     teacher: bool = False
     muted_until: float = 0.0
+    strikes: int = 0                 # frames over budget in a row
+    warned: float = float("-inf")    # when it was last told to slow down
 
     @property
     def bucket(self) -> TokenBucket | None:
@@ -178,10 +186,12 @@ class Budget:
     messages: TokenBucket | None
     renames: TokenBucket
     connects: TokenBucket | None
+    data: TokenBucket | None = None           # bytes of chat text
     connections: int = 0
 
     def idle(self) -> bool:
-        return self.connections == 0 and all(b is None or b.full() for b in (self.messages, self.renames, self.connects))
+        buckets = (self.messages, self.renames, self.connects, self.data)
+        return self.connections == 0 and all(b is None or b.full() for b in buckets)
 
 
 @dataclasses.dataclass
@@ -278,6 +288,7 @@ def parse_input(raw: str | bytes, max_text: int = DEFAULTS.max_message,
 
 TEACHER_COMMANDS = ("kick", "mute", "unmute", "ban", "lock", "unlock", "clear")
 KICKED, BANNED = 4001, 4003           # close codes in the private range 4000-4999 (RFC 6455 §7.4.2)
+FLOOD_STRIKES = 50                    # frames over budget in a row before a connection is closed (1008)
 
 
 class Room:
@@ -361,6 +372,8 @@ class Room:
             TokenBucket(limits.rate_limit, limits.burst, self.clock) if limits.rate_limit > 0 else None,
             TokenBucket(limits.rename_rate, limits.rename_burst, self.clock),
             TokenBucket(limits.connect_rate, limits.connect_burst, self.clock) if connects and limits.connect_rate > 0
+            else None,
+            TokenBucket(limits.bytes_rate, limits.bytes_burst, self.clock) if connects and limits.bytes_rate > 0
             else None)
 
     def admit(self, address: str = "") -> str | None:
@@ -445,7 +458,8 @@ class Room:
 
     def _receive(self, member: Member, raw: str | bytes) -> list[Out]:
         if member.bucket is not None and not member.bucket.take():
-            raise ChatError("rate_limited", f"slow down: at most {self.limits.rate_limit:g} messages per second")
+            return self._flooding(member)
+        member.strikes = 0
         data = parse_input(raw, self.limits.max_message, self.limits.max_username)
         kind = data["type"]
         if kind == "join":
@@ -467,6 +481,10 @@ class Room:
             text = self.commands[name](member.username, args)
             if text is None:
                 return out
+        budget = member.budget.data
+        if budget is not None and not budget.take(len(text.encode())):
+            raise ChatError("rate_limited", f"slow down: at most {self.limits.bytes_rate:g} bytes of text per second; "
+                                            "long messages use it up quickly")
         self.stats.messages += 1
         event = {"type": "message", "id": next(self._message_ids), "time": self.now(), "from": member.id,
                  "username": member.username, "avatar": member.avatar, "message": text}
@@ -474,6 +492,30 @@ class Room:
             event["teacher"] = True
         self.history.append(event)
         return out + [(EVERYONE, event)]
+
+    def _flooding(self, member: Member) -> list[Out]:
+        """A frame over the budget: one error a second at most, and a flood is closed (1008).
+
+        Answering every refused frame would make the server send as much as
+        the flooder does; saying nothing more than once a second and closing
+        a connection that keeps going bounds what a flood costs everyone.
+        """
+        member.strikes += 1
+        self.stats.errors += 1
+        if member.strikes > FLOOD_STRIKES:
+            log.info("closing connection %d: %d frames over its budget in a row", member.id, member.strikes)
+            return [(member, {"type": "close", "code": 1008, "reason": "too many messages: slow down"})]
+        now = self.clock()
+        if now - member.warned < 1.0:
+            return []
+        member.warned = now
+        detail = f"slow down: at most {self.limits.rate_limit:g} messages per second"
+        return [] if member.legacy else [(member, {"type": "error", "code": "rate_limited", "detail": detail})]
+
+    def penalize(self, member: Member) -> None:
+        """A connection of ``member``'s address misbehaved (it was dropped): its address must wait to reconnect."""
+        if member.budget.connects is not None:
+            member.budget.connects.empty()
 
     def _may_speak(self, member: Member) -> None:
         if member.teacher:

@@ -560,6 +560,7 @@ class ChatServer(CellService):
 
     def _dropped(self, member: Member, why: str) -> None:
         self.stats.closed_slow += 1
+        self.room.penalize(member)
         self._stalled.pop(member, None)
         log.warning("closed connection %d (%r): it stopped reading, %s", member.id, member.username, why)
 

@@ -32,6 +32,8 @@ class Limits:
     max_username: int = 32           # characters in a name
     rate_limit: float = 10.0         # messages per second per client, 0 = off
     burst: int = 20                  # messages allowed at once above the rate
+    bytes_rate: float = 8192.0       # bytes of chat text per second per address, 0 = off ...
+    bytes_burst: int = 16384         # ... after a first few long messages
     max_buffer: int = 256 * 1024     # unsent bytes after which a client that stopped reading is closed
     ping_interval: float = 20.0      # seconds between pings, 0 = none
     ping_timeout: float = 20.0       # seconds to wait for a pong
@@ -58,6 +60,8 @@ HELP = {
     "max_username": "longest name in characters",
     "rate_limit": "messages per second per client, 0 = off",
     "burst": "messages allowed at once above the rate",
+    "bytes_rate": "bytes of chat text per second per address, 0 = off",
+    "bytes_burst": "bytes of chat text allowed at once above the rate",
     "max_buffer": "unsent bytes after which a client that stopped reading is closed",
     "ping_interval": "seconds between pings, 0 = none",
     "ping_timeout": "seconds to wait for a pong",
