@@ -48,6 +48,7 @@ __all__ = ["ChatError", "ChatServer", "SUBPROTOCOL", "STATIC_DIR", "avatar_hash"
 
 log = quiet(logging.getLogger(__name__))
 
+NEWS = frozenset({"join", "leave", "rename"})     # what a reader that is behind may miss (it gets the whole list later)
 STALL_SECONDS = 10.0     # a backlog that has not shrunk for this long means the reader stopped
 
 
@@ -200,7 +201,8 @@ class ChatServer(CellService):
         self._sweeper: asyncio.Future[None] | None = None
         self._stalled: dict[Member, tuple[float, int]] = {}     # since when, and how much, unsent bytes wait
         self._behind: set[Member] = set()                          # skipped the room's news while backed up
-        self._pending: list[tuple[bytes, bytes | None]] = []   # (frame, legacy frame) per broadcast
+        self._pending: list[tuple[bytes, bytes | None, bool]] = []   # (frame, legacy frame, is news) per broadcast
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # -- the public face ----------------------------------------------------
 
@@ -486,7 +488,9 @@ class ChatServer(CellService):
                 if connection is not None:
                     if self._pending:
                         self._flush()
-                    asyncio.ensure_future(connection.close(event["code"], event["reason"]))
+                    task = asyncio.ensure_future(connection.close(event["code"], event["reason"]))
+                    self._tasks.add(task)                   # keep a reference until it is done
+                    task.add_done_callback(self._tasks.discard)
             else:
                 self._send(audience, event)
 
@@ -505,30 +509,30 @@ class ChatServer(CellService):
                 log.warning("listener %r raised %r", listener, error)
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append((text_frame(event), legacy_frame(event)))
+        self._pending.append((text_frame(event), legacy_frame(event), event["type"] in NEWS))
 
     def _flush(self) -> None:
         """Write everything broadcast during this loop turn: one write per client."""
         pending, self._pending = self._pending, []
         if not pending:       # already flushed by _send
             return
-        modern = b"".join(m for m, _ in pending)
-        legacy = [frame for _, frame in pending if frame is not None]
+        modern = b"".join(m for m, _, _ in pending)
+        legacy = [frame for _, frame, _ in pending if frame is not None]
         legacy_data = b"".join(legacy)
-        chat = [m for m, frame in pending if frame is not None]      # the chat messages alone
-        chat_data = b"".join(chat)
+        essential = [m for m, _, news in pending if not news]      # all but joins, leaves and renames
+        essential_data = b"".join(essential)
         behind = self.limits.max_buffer // 4
         for member, connection in list(self._connections.items()):
             if member.legacy:
                 if legacy:
                     self._write(member, legacy_data, len(legacy))
-            elif len(chat) < len(pending) and unsent(connection) > behind:
-                # A reader that is behind gets the messages, not the room's news (joins, leaves,
-                # renames): those must never be what pushes a student over max_buffer.  It gets a
-                # fresh presence once it has caught up (_sweep).
+            elif len(essential) < len(pending) and unsent(connection) > behind:
+                # A reader that is behind gets the messages and the teacher's actions, not the room's
+                # news (joins, leaves, renames): those must never be what pushes a student over
+                # max_buffer.  It gets a fresh presence once it has caught up (_sweep).
                 self._behind.add(member)
-                if chat:
-                    self._write(member, chat_data, len(chat))
+                if essential:
+                    self._write(member, essential_data, len(essential))
             else:
                 self._write(member, modern, len(pending))
 
