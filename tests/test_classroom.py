@@ -259,3 +259,20 @@ with ChatServer(port=0, quiet=True) as server:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["192", "192"]
+
+
+def test_behind_a_local_reverse_proxy_the_forwarded_address_is_budgeted():
+    with ChatServer(port=0, quiet=True, connect_rate=1, connect_burst=3) as server:
+        async def scenario():
+            opened, refused = [], 0
+            for _ in range(6):                                   # a proxy on this machine, one student behind it
+                try:
+                    opened.append(await connect(server.ws_url, additional_headers={"X-Forwarded-For": "192.0.2.7"}))
+                except InvalidStatus:
+                    refused += 1
+            other = await connect(server.ws_url, additional_headers={"X-Forwarded-For": "192.0.2.8"})
+            assert (len(opened), refused) == (3, 3)
+            for ws in opened + [other]:
+                await ws.close()
+
+        asyncio.run(scenario())

@@ -160,3 +160,19 @@ def test_the_start_cell_link_goes_through_jupyter_under_a_hub():
     assert link_for("http://127.0.0.1:8000/", "proxy", {"JUPYTERHUB_SERVICE_PREFIX": "/user/bob"}) == "/user/bob/proxy/8000/"
     with pytest.raises(ValueError, match="'proxy'"):
         link_for("http://127.0.0.1:8000/", "hub", {})
+
+
+@pytest.mark.parametrize("headers, peer, expected", [
+    ({"X-Forwarded-For": "192.0.2.7, 10.0.0.1"}, "127.0.0.1", "192.0.2.7"),
+    ({"Forwarded": 'for="[2001:db8::1]:4711";proto=https'}, "127.0.0.1", "2001:db8::1"),
+    ({"Forwarded": "for=192.0.2.43:4711"}, "::1", "192.0.2.43"),
+    ({"X-Real-IP": "192.0.2.9"}, "127.0.0.1", "192.0.2.9"),
+    ({"X-Forwarded-For": "192.0.2.7"}, "10.0.0.5", "10.0.0.5"),        # only a proxy on this machine is believed
+    ({"X-Forwarded-For": "unknown"}, "127.0.0.1", "127.0.0.1"),
+    ({}, "127.0.0.1", "127.0.0.1"),
+])
+def test_the_client_address_behind_a_local_proxy(headers, peer, expected):
+    from chat_lesson.chat.origin import client_address
+
+    assert client_address(headers, peer) == expected
+    assert client_address(headers, peer, trust_forwarded=False) == peer

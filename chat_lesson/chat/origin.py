@@ -47,7 +47,7 @@ import urllib.parse
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Address", "Verdict", "check_origin", "forwarded", "is_loopback", "origin_of", "public_address",
+__all__ = ["client_address", "Address", "Verdict", "check_origin", "forwarded", "is_loopback", "origin_of", "public_address",
            "same_origin"]
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -158,6 +158,37 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
             if port and port.isdigit() and ":" not in host.rsplit("]", 1)[-1]:     # a port of its own wins
                 said["host"] = f"{host}:{port}"
     return said
+
+
+def client_address(headers: Mapping[str, str], peer: str | None, trust_forwarded: bool = True) -> str:
+    """The browser's IP address: the peer's, or, from a proxy on this machine, the one it forwarded.
+
+    A reverse proxy (nginx in lesson 08) connects from 127.0.0.1 for every
+    browser; it names the browser in ``Forwarded: for=...`` (RFC 7239 §5.2)
+    or ``X-Forwarded-For``.  Believed only from a loopback peer: anyone
+    else could name any address and dodge its budget.  Without such a
+    header the proxy's own address stays (jupyter-server-proxy sends none).
+    """
+    peer = peer or ""
+    if not (trust_forwarded and is_loopback(peer)):
+        return peer
+    element = _first(headers.get("Forwarded"))
+    named = None
+    for pair in (element or "").split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip().lower() == "for":
+            named = value.strip().strip('"')
+    named = named or _first(headers.get("X-Forwarded-For")) or (headers.get("X-Real-IP") or "").strip() or None
+    if not named:
+        return peer
+    if named.startswith("["):                                # "[2001:db8::1]:4711"
+        named = named[1:].split("]", 1)[0]
+    elif named.count(":") == 1:                              # "192.0.2.43:4711"
+        named = named.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(named))
+    except ValueError:
+        return peer                                          # "unknown" or an obfuscated name: keep the peer
 
 
 def public_address(headers: Mapping[str, str], peer: str | None, trust_forwarded: bool = True) -> Address | None:

@@ -38,7 +38,7 @@ from ..protocol.frames import Frame, Opcode, encode_frame
 from ..protocol.handshake import check_request
 from .history import History
 from .fastpath import drop, fix_send_buffer, unsent, write_frames
-from .origin import Verdict, check_origin
+from .origin import Verdict, check_origin, client_address
 from .room import EVERYONE, ChatError, Member, Out, Room, Stats, avatar_hash
 from .static import STATIC_DIR, as_head, http_response, static_response
 from .quietlog import quiet
@@ -408,9 +408,14 @@ class ChatServer(CellService):
             return Response(403, answer.reason, headers, body)   # the reason says what to do, not only "not allowed"
         return Response(answer.status, answer.reason, Headers(answer.headers), answer.body)
 
+    def _client(self, connection: ServerConnection) -> str:
+        """The address budgets are kept for: the browser's, also behind a reverse proxy on this machine."""
+        headers = connection.request.headers if connection.request is not None else {}
+        return client_address(headers, peer_address(connection), self.trust_proxy)
+
     def _admit(self, connection: ServerConnection) -> Response | None:
         """None when the room admits one more connection from this peer, else a 503 (403 when banned)."""
-        why = self.room.admit(peer_address(connection))
+        why = self.room.admit(self._client(connection))
         if why is None:
             return None
         self.stats.refused_connections += 1
@@ -456,11 +461,11 @@ class ChatServer(CellService):
         # The handshake is over and nothing reads its headers again: dropping
         # them saves about 3 KiB per connection (bench idle).  (websockets
         # checks that ``request`` is set, so the request itself stays.)
+        address = self._client(connection)
         connection.request.headers = Headers()
         connection.response = None
         fix_send_buffer(connection)
-        member, out = self.room.connect(legacy=connection.subprotocol != SUBPROTOCOL,
-                                        address=peer_address(connection))
+        member, out = self.room.connect(legacy=connection.subprotocol != SUBPROTOCOL, address=address)
         self._connections[member] = connection
         try:
             self._deliver(out)
