@@ -109,3 +109,10 @@ def test_the_package_imports_and_chats_without_unix_only_modules():
     out = subprocess.run([sys.executable, "-c", BLOCK_UNIX + ROUND_TRIP], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "hi from a machine without resource"
+
+
+def test_bench_says_in_one_line_that_it_needs_linux():
+    code = ("import os, sys; real = os.path.isdir; os.path.isdir = lambda p: False if p == '/proc/self' else real(p); "
+            "from chat_lesson.bench import main; sys.exit(main(['fanout']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "only Linux has" in out.stderr and "Traceback" not in out.stderr

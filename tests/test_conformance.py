@@ -11,10 +11,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
-import logging
 import struct
 
 import pytest

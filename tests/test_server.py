@@ -318,8 +318,7 @@ def exchange(server: ChatServer, n_clients: int, n_messages: int, size: int, win
 
     async def scenario():
         clients = [await joined(server, f"c{i}") for i in range(n_clients)]
-        for c in clients:   # wait until everyone has seen everyone join
-            await until(lambda: len(server.clients) >= n_clients)
+        await until(lambda: len(server.clients) >= n_clients)   # everyone has joined
         received: list[list[str]] = [[] for _ in clients]
 
         async def reader(c, got):

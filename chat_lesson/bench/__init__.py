@@ -334,6 +334,10 @@ def print_table(title: str, figures: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if not os.path.isdir("/proc/self"):
+        print("chat_lesson.bench reads the server's CPU time and memory from /proc, which only Linux has: "
+              "run the benchmarks on Linux (the chat and the lessons work everywhere).", file=sys.stderr)
+        return 2
     if args.bench == "_baseline":
         try:
             asyncio.run(baseline_relay(args.port, None if args.no_compression else "deflate"))

@@ -193,7 +193,7 @@ class Conn:
                 return Outcome("bad", detail=str(error))
             if int(frame.opcode) not in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT) or frame.fin:
                 self.got.append(describe(frame) if not items or not isinstance(items[0], Message)
-                                else f"{items[0].opcode.name} message {short(items[0].data.encode() if isinstance(items[0].data, str) else items[0].data)}")
+                                else f"{items[0].opcode.name} message {short(_as_bytes(items[0].data))}")
             for item in items:
                 if want(item):
                     return Outcome("want", item)
@@ -257,3 +257,7 @@ def raw_exchange(target: Target, request: bytes, sent: list[str], got: list[str]
         except OSError:
             pass
         client.sock.close()
+
+
+def _as_bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
