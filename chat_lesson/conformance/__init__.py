@@ -32,6 +32,7 @@ import time
 import urllib.parse
 from collections.abc import Iterable
 
+from . import handshake_cases  # noqa: F401  (registers the handshake cases)
 from .cases import CASES, CATEGORIES, Case, Ctx
 from .probe import Conn, Target, Verdict
 
