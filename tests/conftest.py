@@ -28,5 +28,5 @@ def browser():
 @pytest.fixture
 def server():
     """A real chat server on a free port, stopped after the test."""
-    with ChatServer(port=0, quiet=True) as s:
+    with ChatServer(port=0, quiet=True, announce_after=0) as s:      # joins heard at once: tests wait less
         yield s

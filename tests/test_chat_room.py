@@ -21,8 +21,9 @@ class Clock:
 
 
 def make_room(**limits) -> tuple[Room, Clock]:
+    """A room with a hand-moved clock; joins are announced at once unless a test sets announce_after."""
     clock = Clock()
-    return Room(Limits(**limits), clock=clock, now=lambda: "T"), clock
+    return Room(Limits(**{"announce_after": 0, **limits}), clock=clock, now=lambda: "T"), clock
 
 
 def join(name: str, email: str = "") -> str:
@@ -341,3 +342,39 @@ def test_budgets_of_gone_addresses_are_forgotten_once_refilled():
     clock.t += 3600
     room.disconnect(room.connect(address="10.9.9.9")[0])
     assert len(room._budgets) < 100
+
+
+# -- announcements: who comes and goes at once costs the class nothing ------------------------
+
+def test_a_newcomer_is_announced_only_once_it_has_stayed():
+    room, clock = make_room(announce_after=2, announce_rate=100)
+    alice, _ = room.connect(address="10.0.0.1")
+    assert types(room.receive(alice, join("alice"))) == [(alice, "join")]   # it hears its own join at once
+    assert room.tick() == [] and room.presence()["online"] == []
+    clock.t += 2.1
+    (audience, event), = room.tick()
+    assert audience.member is alice and event["username"] == "alice"     # everyone else, now
+    assert room.presence()["online"][0]["username"] == "alice"
+
+
+def test_a_connection_that_comes_and_goes_is_never_announced():
+    room, clock = make_room(announce_after=2)
+    for i in range(50):                                          # connect, join, leave: a churning troll
+        member, _ = room.connect(address="10.0.0.9")
+        room.receive(member, join(f"troll{i}"))
+        assert room.disconnect(member) == []
+    clock.t += 5
+    assert room.tick() == []
+
+
+def test_a_crowd_is_announced_as_a_trickle_and_speaking_announces_at_once():
+    room, clock = make_room(announce_after=1, announce_rate=10, connect_burst=1000, max_per_address=1000)
+    crowd = []
+    for i in range(100):
+        member, _ = room.connect(address=f"10.0.{i}.1")
+        room.receive(member, join(f"s{i}"))
+        crowd.append(member)
+    clock.t += 1.5
+    assert len(room.tick()) == 10                                # one second's worth
+    out = room.receive(crowd[-1], say("hello"))
+    assert [(type(a).__name__, e["type"]) for a, e in out] == [("Others", "join"), ("_Everyone", "message")]

@@ -202,7 +202,7 @@ def test_dns_rebinding_is_refused_by_the_host_allowlist_unless_the_name_is_allow
 
 def test_the_rooms_news_never_pushes_a_slow_reader_over_its_limit():
     """Joins and leaves skip a reader that is behind; messages still reach it; it gets the list when it catches up."""
-    with ChatServer(port=0, quiet=True, rate_limit=0, max_buffer=256 * 1024) as server:
+    with ChatServer(port=0, quiet=True, rate_limit=0, max_buffer=256 * 1024, announce_after=0) as server:
         slow = socket.socket()
         slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         slow.settimeout(5)
@@ -274,5 +274,24 @@ def test_behind_a_local_reverse_proxy_the_forwarded_address_is_budgeted():
             assert (len(opened), refused) == (3, 3)
             for ws in opened + [other]:
                 await ws.close()
+
+        asyncio.run(scenario())
+
+
+def test_a_churning_troll_costs_the_class_no_join_or_leave_event():
+    with ChatServer(port=0, quiet=True) as server:            # the default: announced after 2 s
+        async def scenario():
+            alice = await student(server, "alice", "127.0.0.2")
+            await next_of(alice, "join")
+            for i in range(5):                                  # come and go within the delay
+                troll = await student(server, f"troll{i}", "127.0.0.3")
+                await next_of(troll, "join")
+                await troll.close()
+            await until(lambda: server.clients == ["alice"])
+            bob = await student(server, "bob", "127.0.0.4")     # one who stays is announced, ~2 s later
+            joined = await next_of(alice, "join", timeout=10)
+            assert joined["username"] == "bob"                  # the first event alice hears: no troll in between
+            await bob.close()
+            await alice.close()
 
         asyncio.run(scenario())

@@ -75,6 +75,8 @@ def test_join_leave_and_presence(server):
 def test_new_connection_gets_welcome_then_presence_before_joining(server):
     async def scenario():
         alice = await joined(server, "alice")
+        await alice.asend("hi")                 # speaking announces alice at once (else after announce_after)
+        await alice.await_for(lambda e: e["type"] == "message")
         async with connect(server.ws_url, subprotocols=[SUBPROTOCOL]) as ws:
             welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert welcome == {"type": "welcome", "you": 2, "limits": DEFAULTS.public()}
@@ -204,7 +206,7 @@ def test_oversized_message_closes_1009_others_unaffected(server):
         with pytest.raises(ConnectionClosed) as closed:
             await big.arecv(type="never")
         assert closed.value.rcvd.code == 1009
-        await calm.await_for(lambda e: e["type"] == "leave" and e["username"] == "big")
+        await until(lambda: server.clients == ["calm"])
         await calm.asend("still here")
         assert (await calm.arecv(type="message"))["message"] == "still here"
         await calm.aclose()

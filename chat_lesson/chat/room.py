@@ -56,7 +56,7 @@ from .names import RESERVED, BadName, check_name, skeleton
 from .quietlog import quiet
 from .wire import DEFAULTS, Limits
 
-__all__ = ["EVERYONE", "ChatError", "Member", "Room", "Stats", "TokenBucket", "avatar_hash", "is_loopback",
+__all__ = ["EVERYONE", "ChatError", "Member", "Others", "Room", "Stats", "TokenBucket", "avatar_hash", "is_loopback",
            "now_iso", "parse_input"]
 
 log = quiet(logging.getLogger(__name__))
@@ -71,6 +71,13 @@ class _Everyone:
 
 EVERYONE = _Everyone()
 """The audience of a broadcast: every open connection, the sender included."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Others:
+    """The audience of a broadcast to everyone but ``member`` (who heard it already)."""
+
+    member: Member
 
 
 class ChatError(ValueError):
@@ -160,6 +167,8 @@ class Member:
     avatar: str = ""
     teacher: bool = False
     muted_until: float = 0.0
+    joined_at: float = 0.0           # when it joined (the room's clock)
+    announced: bool = False          # has the class been told it joined?
     strikes: int = 0                 # frames over budget in a row
     warned: float = float("-inf")    # when it was last told to slow down
 
@@ -208,7 +217,7 @@ class Stats:
     refused_connections: int = 0   # connections refused before the upgrade (budgets, caps, bans)
 
 
-Out = tuple["Member | _Everyone", Event]
+Out = tuple["Member | _Everyone | Others", Event]
 
 
 def _text(value: Any, field: str) -> str:
@@ -274,6 +283,11 @@ def parse_input(raw: str | bytes, max_text: int = DEFAULTS.max_message,
                                     or not 0 < seconds <= 86400):
             raise ChatError("bad_field", "seconds must be a number from 1 to 86400")
         return {"type": kind, "target": target, "seconds": seconds}
+    if kind == "resume":
+        last = data.get("last")
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+            raise ChatError("bad_field", "resume needs last: the id of the last message you have (0 for none)")
+        return {"type": "resume", "last": last}
     if kind != "message":
         raise ChatError("bad_field", f"unknown type {str(kind)[:40]!r}: use 'join', 'rename' or 'message'")
     text = _text(data.get("message"), "message")
@@ -313,8 +327,15 @@ class Room:
         self._members: dict[int, Member] = {}
         self._names: dict[str, Member] = {}           # skeleton -> the member online under it
         self._budgets: dict[str, Budget] = {}
+        self._unannounced: dict[int, Member] = {}     # joined, not yet announced, oldest first
+        self._announcing = TokenBucket(limits.announce_rate, max(1, int(limits.announce_rate)), clock)
         self._member_ids = itertools.count(1)
         self._message_ids = itertools.count(self.history.next_id())
+        # With a backplane (chat/broker.py) the broker numbers and stores messages, and the room
+        # learns what happens on the other servers through heard(): their members, by node.
+        self.backplane = False
+        self._remote: dict[int, dict[int, Event]] = {}      # node -> member id -> presence entry
+        self._remote_names: dict[str, int] = {}            # skeleton -> member id, on another server
 
     # -- who is here ------------------------------------------------------------
 
@@ -325,14 +346,19 @@ class Room:
 
     @property
     def online(self) -> list[str]:
-        """The names of everyone who has joined, sorted."""
-        return sorted(m.username for m in self._members.values() if m.username is not None)
+        """The names of everyone who has joined, sorted (with a backplane: on every server)."""
+        names = [m.username for m in self._members.values() if m.username is not None]
+        return sorted(names + [e["username"] for entries in self._remote.values() for e in entries.values()])
 
     def presence(self) -> Event:
         """The whole list of who is online, with ids and avatars (sent to a newcomer only)."""
-        joined = sorted((m for m in self._members.values() if m.username is not None),
+        joined = sorted((m for m in self._members.values() if m.username is not None and m.announced),
                         key=lambda m: (m.username, m.id))
-        return {"type": "presence", "online": [m.entry() for m in joined]}
+        online = [m.entry() for m in joined]
+        if self._remote:
+            online = sorted(online + [e for entries in self._remote.values() for e in entries.values()],
+                            key=lambda e: (e["username"], e["id"]))
+        return {"type": "presence", "online": online}
 
     def find(self, who: int | str | Member) -> Member:
         """The member ``who`` names: a Member, a connection id, or a name (compared by skeleton)."""
@@ -445,6 +471,8 @@ class Room:
         if member.username is None:
             return []
         self._names.pop(skeleton(member.username), None)
+        if self._unannounced.pop(member.id, None) is not None:
+            return []                       # it came and went before the class heard of it: nothing to say
         return [(EVERYONE, {"type": "leave", "time": self.now(), "from": member.id,
                             "username": member.username, "avatar": member.avatar})]
 
@@ -466,6 +494,8 @@ class Room:
             return self._join(member, data["username"], data["email"], data["teacher"])
         if kind == "rename":
             return self._rename(member, data["username"])
+        if kind == "resume":
+            return [(member, self.resume(data["last"]))]
         if kind in TEACHER_COMMANDS:
             if not member.teacher:
                 raise ChatError("not_teacher", f"only the teacher may {kind}")
@@ -475,6 +505,8 @@ class Room:
             # The Go original names the sender in every message; a legacy client's first message fixes its name.
             out += self._join(member, check_username(data["username"], self.limits.max_username), data["email"])
         self._may_speak(member)
+        if not member.announced:
+            out += self._announce(member)                  # speaking makes one known at once
         text = data["message"]
         if text.startswith("/") and text[1:].split(" ", 1)[0] in self.commands:
             name, _, args = text[1:].partition(" ")
@@ -486,11 +518,12 @@ class Room:
             raise ChatError("rate_limited", f"slow down: at most {self.limits.bytes_rate:g} bytes of text per second; "
                                             "long messages use it up quickly")
         self.stats.messages += 1
-        event = {"type": "message", "id": next(self._message_ids), "time": self.now(), "from": member.id,
-                 "username": member.username, "avatar": member.avatar, "message": text}
+        event = {"type": "message", "id": None if self.backplane else next(self._message_ids), "time": self.now(),
+                 "from": member.id, "username": member.username, "avatar": member.avatar, "message": text}
         if member.teacher:
             event["teacher"] = True
-        self.history.append(event)
+        if not self.backplane:              # with one, the broker numbers it and heard() keeps it
+            self.history.append(event)
         return out + [(EVERYONE, event)]
 
     def _flooding(self, member: Member) -> list[Out]:
@@ -530,6 +563,9 @@ class Room:
         """Check that ``username`` is free for ``member``; returns its skeleton."""
         key = skeleton(username)
         holder = self._names.get(key)
+        if holder is None and key in self._remote_names:
+            raise ChatError("name_taken", f"{username!r} is taken (or looks just like it) by someone on another "
+                                          "server of this room: pick another name")
         if holder is not None and holder is not member:
             raise ChatError("name_taken", f"{username!r} is taken (or looks just like {holder.username!r}, who is "
                                           "online): pick another name")
@@ -563,10 +599,41 @@ class Room:
         member.username, member.avatar = username, self._avatar(member, email)
         self._names[key] = member
         log.info("%s joined%s", username, " as the teacher" if member.teacher else "")
-        event = {"type": "join", "time": self.now(), "from": member.id, "username": username, "avatar": member.avatar}
+        member.joined_at = self.clock()
+        if self.limits.announce_after <= 0:
+            return self._announce(member, to_self=True)
+        self._unannounced[member.id] = member
+        return [(member, self._join_event(member))]         # the others hear of it once it has stayed (tick)
+
+    def _join_event(self, member: Member) -> Event:
+        event = {"type": "join", "time": self.now(), "from": member.id, "username": member.username,
+                 "avatar": member.avatar}
         if member.teacher:
             event["teacher"] = True
-        return [(EVERYONE, event)]
+        return event
+
+    def _announce(self, member: Member, to_self: bool = False) -> list[Out]:
+        """Tell the class that ``member`` joined (it heard it already, unless ``to_self``)."""
+        self._unannounced.pop(member.id, None)
+        member.announced = True
+        return [(EVERYONE if to_self else Others(member), self._join_event(member))]
+
+    def tick(self) -> list[Out]:
+        """Announce those who have stayed ``announce_after`` seconds, at most ``announce_rate`` a second.
+
+        The server calls this a few times a second.  A connection that comes
+        and goes within the delay costs the class nothing, and a crowd that
+        arrives at once (a restart, a reload of the whole class) is announced
+        as a trickle, not a flood that would queue ahead of everyone's
+        messages.
+        """
+        out: list[Out] = []
+        now = self.clock()
+        for member in list(self._unannounced.values()):
+            if now - member.joined_at < self.limits.announce_after or not self._announcing.take():
+                break
+            out += self._announce(member)
+        return out
 
     def _rename(self, member: Member, username: str) -> list[Out]:
         if member.username is None:
@@ -578,11 +645,100 @@ class Room:
         if not member.budget.renames.take():
             raise ChatError("rate_limited", f"one rename every {1 / self.limits.rename_rate:.0f} seconds, please")
         old = member.username
+        out = [] if member.announced else self._announce(member)     # a rename is news: say who it was first
         self._names.pop(skeleton(old), None)
         member.username = username
         self._names[key] = member
-        return [(EVERYONE, {"type": "rename", "time": self.now(), "from": member.id, "old": old,
-                            "username": username, "avatar": member.avatar})]
+        event = {"type": "rename", "time": self.now(), "from": member.id, "old": old, "username": username,
+                 "avatar": member.avatar}
+        return [*out, (EVERYONE, event)]
+
+    # -- catching up, and the other servers (a backplane: chat/broker.py) ------------------
+
+    def resume(self, last: int) -> Event:
+        """The messages after id ``last``, from the history: what a reconnecting client missed.
+
+        ``complete`` is False when the history no longer reaches back to
+        ``last`` (more was said than it keeps): the client missed some.
+        """
+        kept = self.history.recent()
+        messages = [e for e in kept if isinstance(e.get("id"), int) and e["id"] > last]
+        complete = not messages or len(messages) < len(kept) or messages[0]["id"] <= last + 1 or last == 0
+        return {"type": "history", "messages": messages, "resume": last, "complete": complete}
+
+    def use_backplane(self, node: int, span: int = 1_000_000) -> None:
+        """Let a broker number messages; member ids become ``node * span + n``, unique across servers."""
+        self.backplane = True
+        self._member_ids = itertools.count(node * span + 1)
+
+    def local_numbering(self, on: bool) -> None:
+        """The broker is down (``on``): number messages here again, after the last id seen; or back up."""
+        self.backplane = not on
+        if on:
+            self._message_ids = itertools.count(self.history.next_id())
+
+    def heard(self, event: Event, node: int | None = None) -> None:
+        """An event the backplane delivered: from server ``node``, None when it is this server's own.
+
+        Messages (everyone's, this server's included) go into the history;
+        another server's joins, leaves and renames into the presence this
+        room shows; a lock, unlock or clear applies here too.
+        """
+        kind = event.get("type")
+        if kind == "message":
+            if isinstance(event.get("id"), int) and event["id"] >= self.history.next_id():
+                self.history.append(event)
+            return
+        if node is None:
+            return
+        if kind in ("join", "rename"):
+            entries = self._remote.setdefault(node, {})
+            old = entries.get(event["from"])
+            if old is not None:
+                self._remote_names.pop(skeleton(old["username"]), None)
+            entry = {"id": event["from"], "username": event["username"], "avatar": event.get("avatar", "")}
+            if event.get("teacher"):
+                entry["teacher"] = True
+            entries[event["from"]] = entry
+            self._remote_names[skeleton(event["username"])] = event["from"]
+        elif kind == "leave":
+            entry = self._remote.get(node, {}).pop(event["from"], None)
+            if entry is not None:
+                self._remote_names.pop(skeleton(entry["username"]), None)
+        elif kind == "system":
+            action = event.get("action")
+            if action in ("lock", "unlock"):
+                self.locked = action == "lock"
+            elif action == "clear":
+                self.history.clear()
+
+    def set_remote(self, node: int, entries: list[Event]) -> None:
+        """Server ``node``'s members, read whole (at start, or after an outage)."""
+        self.forget_node(node)
+        self._remote[node] = {e["id"]: e for e in entries}
+        for e in entries:
+            self._remote_names[skeleton(e["username"])] = e["id"]
+
+    def forget_node(self, node: int) -> list[Out]:
+        """Server ``node`` stopped (or died): its members leave; the events to tell this server's clients."""
+        entries = self._remote.pop(node, {})
+        out: list[Out] = []
+        for entry in entries.values():
+            self._remote_names.pop(skeleton(entry["username"]), None)
+            out.append((EVERYONE, {"type": "leave", "time": self.now(), "from": entry["id"],
+                                   "username": entry["username"], "avatar": entry.get("avatar", "")}))
+        return out
+
+    def ban_addresses(self, addresses: list[str]) -> list[Out]:
+        """A ban made on another server: refuse these addresses here too, and close their connections."""
+        out: list[Out] = []
+        for address in addresses:
+            if is_loopback(address):
+                continue
+            self.banned.add(address)
+            out += [(m, {"type": "close", "code": BANNED, "reason": "banned by the teacher"})
+                    for m in self._members.values() if m.address == address and not m.teacher]
+        return out
 
     # -- the teacher's tools (from the teacher's page, or from a cell) ---------------------
 

@@ -39,7 +39,7 @@ from ..protocol.handshake import check_request
 from .history import History
 from .fastpath import drop, fix_send_buffer, unsent, write_frames
 from .origin import Verdict, check_origin, client_address
-from .room import EVERYONE, ChatError, Member, Out, Room, Stats, avatar_hash
+from .room import EVERYONE, ChatError, Member, Others, Out, Room, Stats, avatar_hash, now_iso
 from .static import STATIC_DIR, as_head, http_response, static_response
 from .quietlog import quiet
 from .wire import DEFAULTS, SUBPROTOCOL, Limits
@@ -172,6 +172,8 @@ class ChatServer(CellService):
         link: str = "auto",
         trust_proxy: bool = True,
         allow_hosts: tuple[str, ...] | list[str] = (),
+        broker: str | None = None,
+        broker_beat: float = 2.0,
         **more_limits: Any,
     ) -> None:
         if link not in LINK_MODES:
@@ -199,9 +201,13 @@ class ChatServer(CellService):
         self._connections: dict[Member, ServerConnection] = {}
         self._server: Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
+        self._ticker: asyncio.Future[None] | None = None
         self._stalled: dict[Member, tuple[float, int]] = {}     # since when, and how much, unsent bytes wait
         self._behind: set[Member] = set()                          # skipped the room's news while backed up
         self._pending: list[tuple[bytes, bytes | None, bool]] = []   # (frame, legacy frame, is news) per broadcast
+        self.broker_url, self.broker_beat = broker, broker_beat    # None: one process, the room in memory
+        self._broker: Any = None                                    # a chat.broker.Broker while running with one
+        self._skips: set[int] = set()                               # members who heard their own join already
         self._tasks: set[asyncio.Future[None]] = set()
 
     # -- the public face ----------------------------------------------------
@@ -309,6 +315,8 @@ class ChatServer(CellService):
             log.warning(warning)
             if self.host in ("0.0.0.0", "::", "") and not self.quiet:
                 print(f"WARNING: {warning}", flush=True)          # a classroom: say it where the teacher looks
+        if self.broker_url:
+            await self._join_broker()           # refuses to start (BrokerUnavailable) before listening
         self._server = await serve(
             self._handle,
             self.host,
@@ -325,20 +333,25 @@ class ChatServer(CellService):
             logger=log,
         )
         self._sweeper = asyncio.ensure_future(self._sweep())
+        self._ticker = asyncio.ensure_future(self._tick())
         self.port = self._server.sockets[0].getsockname()[1]
         self._claim_port()
         self._announce()
         return self
 
     async def astop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for task in (self._sweeper, self._ticker):
+            if task is not None:
+                task.cancel()
+        self._sweeper = self._ticker = None
         if self._server is not None:
-            self._server.close()
+            self._server.close()               # every connection closes with 1001 (going away)
             await self._server.wait_closed()
             self._server = None
             self._release_port()
+        if self._broker is not None:
+            await self._broker.close()       # sends the leaves queued by those closes, then says goodbye
+            self._broker = None
             log.info("chat server on port %s stopped", self.port)
 
     async def serve_forever(self) -> None:
@@ -486,8 +499,12 @@ class ChatServer(CellService):
         code, after what was queued before it.
         """
         for audience, event in out:
-            if audience is EVERYONE:
+            if self._broker is not None and (audience is EVERYONE or isinstance(audience, Others)):
+                self._publish(event, audience)
+            elif audience is EVERYONE:
                 self._broadcast(event)
+            elif isinstance(audience, Others):
+                self._broadcast(event, skip=audience.member)
             elif event["type"] == "close":
                 connection = self._connections.get(audience)
                 if connection is not None:
@@ -499,9 +516,109 @@ class ChatServer(CellService):
             else:
                 self._send(audience, event)
 
+    # -- the backplane: several servers, one room (chat/broker.py) ------------------
+
+    async def _join_broker(self) -> None:
+        """Connect to the broker, take this server's node number and the room's shared state."""
+        from .broker import NODE_SPAN, Broker
+
+        broker = Broker(self.broker_url, keep=max(1, self.limits.history), beat=self.broker_beat)
+        broker.on_event, broker.on_control = self._heard, self._broker_control
+        broker.on_state, broker.on_dead = self._broker_state, self._broker_dead
+        broker.members = lambda: [m.entry() for m in self.room.members if m.username is not None and m.announced]
+        broker.last_id = lambda: self.room.history.next_id() - 1
+        broker.mirror = self.room.history.recent
+        state = await broker.start()
+        self.room.secret = await broker.claim_secret(self.room.secret)
+        self.room.use_backplane(state["node"], NODE_SPAN)
+        for event in state["history"]:
+            self.room.heard(event)
+        for node, entries in state["remote"].items():
+            self.room.set_remote(node, entries)
+        self.room.banned |= state["banned"]
+        self.room.locked = state["locked"]
+        self._broker = broker
+        log.info("joined the broker %s as server %d", self.broker_url, broker.node)
+
+    @property
+    def node(self) -> int | None:
+        """This server's number in the cluster (None without a broker)."""
+        return self._broker.node if self._broker is not None else None
+
+    @property
+    def broker_up(self) -> bool | None:
+        """True while the broker is reachable, False during an outage, None without one."""
+        return self._broker.up if self._broker is not None else None
+
+    def _publish(self, event: dict[str, Any], audience: Any) -> None:
+        """A broadcast with a broker: to Redis, and from there to every server (this one too)."""
+        broker = self._broker
+        if not broker.up:                     # an outage: this server's clients only, numbered here
+            self._local(event, audience)
+            return
+        if isinstance(audience, Others):
+            self._skips.add(audience.member.id)
+        broker.publish(event)
+        if event["type"] == "system" and event.get("action") == "ban":
+            broker.ban(sorted(self.room.banned))
+
+    def _local(self, event: dict[str, Any], audience: Any) -> None:
+        if event["type"] == "message" and event.get("id") is None:
+            event["id"] = self.room.history.next_id()
+            self.room.history.append(event)
+        self._broadcast(event, skip=audience.member if isinstance(audience, Others) else None)
+
+    def _heard(self, node: int, event: dict[str, Any]) -> None:
+        """An event from the broker (``node`` -1: one missed during an outage): tell the room, then the clients."""
+        mine = node == self._broker.node
+        self.room.heard(event, None if mine else node)
+        skip = None
+        if mine and event["type"] == "join" and event["from"] in self._skips:
+            self._skips.discard(event["from"])
+            skip = next((m for m in self._connections if m.id == event["from"]), None)
+        self._broadcast(event, skip=skip)
+
+    def _broker_control(self, node: int, kind: str, data: Any) -> None:
+        if kind == "ban":
+            self._deliver(self.room.ban_addresses(data or []))
+        elif kind == "bye":
+            self._deliver(self.room.forget_node(node))
+        elif kind == "sync":                    # a server came back: read its members again
+            asyncio.ensure_future(self._resync(node))
+        elif kind == "state":                   # we came back: the others' members, bans, lock
+            for other in list(self.room._remote):
+                if other not in data["remote"]:
+                    self._deliver(self.room.forget_node(other))
+            for other, entries in data["remote"].items():
+                self.room.set_remote(other, entries)
+            self.room.banned |= data["banned"]
+            self.room.locked = data["locked"]
+            self._broadcast(self.room.presence())
+
+    async def _resync(self, node: int) -> None:
+        try:
+            entries = await self._broker.node_members(node)
+        except Exception:
+            return
+        self.room.set_remote(node, entries)
+        self._broadcast(self.room.presence())
+
+    def _broker_dead(self, node: int) -> None:
+        self._deliver(self.room.forget_node(node))
+
+    def _broker_state(self, up: bool, detail: str) -> None:
+        """The broker went down or came back: say so to this server's clients, and number messages accordingly."""
+        self.room.local_numbering(not up)
+        if not up:
+            for event, _ in self._broker.take_outbox():    # queued, never sent: deliver them here
+                if event["type"] != "!ban":
+                    self._local(event, EVERYONE)
+        self._broadcast({"type": "system", "time": now_iso(), "action": "broker", "target": None, "by": "the server",
+                         "detail": detail, "up": up})
+
     # -- sending: never wait for a client ------------------------------------
 
-    def _broadcast(self, event: dict[str, Any]) -> None:
+    def _broadcast(self, event: dict[str, Any], skip: Member | None = None) -> None:
         """Send ``event`` to every client, encoding it once per audience.
 
         The frames wait in ``_pending`` until the end of this turn of the
@@ -512,6 +629,13 @@ class ChatServer(CellService):
                 listener(event)
             except Exception as error:          # a lesson's listener that broke must not close the sender (1011)
                 log.warning("listener %r raised %r", listener, error)
+        if skip is not None:                      # everyone but one: not batched (announcements trickle in)
+            self._flush()
+            frame = text_frame(event)
+            for member in list(self._connections):
+                if member is not skip and not member.legacy:
+                    self._write(member, frame)
+            return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append((text_frame(event), legacy_frame(event), event["type"] in NEWS))
@@ -572,6 +696,12 @@ class ChatServer(CellService):
         self.room.penalize(member)
         self._stalled.pop(member, None)
         log.warning("closed connection %d (%r): it stopped reading, %s", member.id, member.username, why)
+
+    async def _tick(self, every: float = 0.2) -> None:
+        """Let the room announce newcomers who have stayed (``Room.tick``), a few times a second."""
+        while True:
+            await asyncio.sleep(every)
+            self._deliver(self.room.tick())
 
     async def _sweep(self, every: float = 1.0) -> None:
         """Find readers that stopped, even in a quiet room: every ``every`` s, look at each connection's backlog.

@@ -45,6 +45,8 @@ class Limits:
     max_per_address: int = 10        # open connections per address
     max_connections: int = 1000      # open connections in all (kept below the open-file limit)
     mute_seconds: float = 300.0      # how long the teacher's mute lasts unless told
+    announce_after: float = 2.0      # seconds a newcomer stays before the class hears it joined, 0 = at once
+    announce_rate: float = 20.0      # joins announced per second at most (a whole class reconnecting trickles in)
 
     def public(self) -> dict[str, float]:
         """What a page needs to know (sent in the ``welcome`` event)."""
@@ -73,4 +75,6 @@ HELP = {
     "max_per_address": "open connections per address, 0 = no cap",
     "max_connections": "open connections in all",
     "mute_seconds": "how long a mute lasts",
+    "announce_after": "seconds a newcomer stays before the class hears it joined, 0 = at once",
+    "announce_rate": "joins announced per second at most",
 }
