@@ -37,6 +37,12 @@ RIGHT = {
          "job_finished": "websocket"},
         {"stock_ticker": "WebSocket", "pdf_download": "HTTP", "form_submit": " http ", "cursors": "ws",
          "mobile_rest_api": "REST", "score_per_minute": "https", "class_chat": "wss", "job_finished": "Web-Socket"},
+        # one-way news: server-sent events fit too; a finished job may also be a push notification
+        {"stock_ticker": "sse", "pdf_download": "http", "form_submit": "http", "cursors": "websocket",
+         "mobile_rest_api": "http", "score_per_minute": "http", "class_chat": "websocket",
+         "job_finished": "Server-Sent Events"},
+        {"stock_ticker": "EventSource", "pdf_download": "http", "form_submit": "http", "cursors": "websocket",
+         "mobile_rest_api": "http", "score_per_minute": "http", "class_chat": "websocket", "job_finished": "push"},
     ],
     "02.accept_key": [good_accept, lambda k: base64.b64encode(hashlib.sha1(f"{k}{GUID}".encode()).digest()).decode()],
     "02.broken_handshakes": [{"A": "connection", "B": "key", "C": "accept"}],
@@ -72,6 +78,9 @@ WRONG = {
         ({**RIGHT["01.when_to_use"][0], "score_per_minute": "websocket"}, "score_per_minute"),
         ({**RIGHT["01.when_to_use"][0], "job_finished": "http"}, "predict"),
         ({**RIGHT["01.when_to_use"][0], "cursors": "maybe"}, "not understood"),
+        ({**RIGHT["01.when_to_use"][0], "class_chat": "sse"}, "one more HTTP request"),
+        ({**RIGHT["01.when_to_use"][0], "cursors": "push"}, "Web Push"),
+        ({**RIGHT["01.when_to_use"][0], "pdf_download": "sse"}, "pdf_download"),
     ],
     "02.accept_key": [
         (lambda k: hashlib.sha1((k + GUID).encode()).hexdigest(), "hex"),

@@ -133,7 +133,18 @@ def test_frame_layout_draws_every_field_of_the_longest_header():
     for name in ("FIN", "RSV1", "RSV2", "RSV3", "opcode", "MASK", "payload len", "extended payload length",
                  "masking key", "payload data"):
         assert name in texts
-    assert [t.get_text() for t in ax.texts[:32]] == [str(i) for i in range(32)]    # the bit ruler
+    assert [t.get_text() for t in ax.texts[:plots.ROW_BITS]] == [str(i) for i in range(plots.ROW_BITS)]  # the ruler
+    ax.figure.canvas.draw()
+
+
+@pytest.mark.parametrize("draw", [plots.frame_layout, lambda: plots.frame_bits(RFC_EXAMPLES["single-frame masked text"]),
+                                  lambda: plots.frame_bits(RFC_EXAMPLES["64 KiB binary, unmasked"], max_payload=4)])
+def test_frame_figures_are_legible_on_a_projector(draw):
+    """No text under plots.SMALL points, and the figure fits a notebook's output area at 1024×768 (issue 15)."""
+    ax = draw()
+    sizes = [t.get_fontsize() for t in ax.texts + [ax._left_title] if t.get_text()]
+    assert min(sizes) >= plots.SMALL >= 10
+    assert ax.figure.get_figwidth() * ax.figure.dpi <= 968
     ax.figure.canvas.draw()
 
 

@@ -274,3 +274,139 @@ def test_stop_after_the_chat_server_stopped():
     poll.stop()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+# -- server-sent events --------------------------------------------------------------
+
+
+def read_events(sock: socket.socket, count: int, data: bytes = b"") -> tuple[list[dict[str, str]], bytes]:
+    """Read from an event stream until ``count`` events (blank-line-ended blocks with a data: line) came in.
+
+    Returns the events as {field: value} (comments dropped) and what is left over after them.
+    """
+    events: list[dict[str, str]] = []
+    while len(events) < count:
+        while b"\n\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"the stream ended after {len(events)} of {count} events"
+            data += chunk
+        block, _, data = data.partition(b"\n\n")
+        fields = {}
+        for line in block.decode().split("\n"):
+            if line.startswith(":") or not line:
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        if "data" in fields:
+            events.append(fields)
+    return events, data
+
+
+def open_stream(poll: PollServer, path: str = "/events", *headers: str) -> tuple[socket.socket, dict[str, str], bytes]:
+    """GET an event stream; return the socket, the response head's fields and the bytes read after the head."""
+    sock = connect(poll)
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream", *headers]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the response head"
+        data += chunk
+    head_bytes, _, rest = data.partition(b"\r\n\r\n")
+    head = parse_head(head_bytes + b"\r\n\r\n")
+    assert head.status == 200
+    return sock, {k.lower(): v for k, v in head.headers}, rest
+
+
+def test_event_stream_pushes_each_message_with_its_id(chat, poll, alice):
+    say(alice, poll, "before")
+    before = poll.last_id
+    sock, headers, rest = open_stream(poll, f"/events?since={before}")
+    with sock:
+        assert headers["content-type"] == "text/event-stream"
+        assert "content-length" not in headers and headers["cache-control"] == "no-store"
+        assert rest.startswith(b"retry: 1000\n\n") or rest == b""
+        wait_until(lambda: poll.streams == 1, timeout=5)
+        say(alice, poll, "one", "two")
+        events, _ = read_events(sock, 2, rest)
+        assert [json.loads(e["data"])["message"] for e in events] == ["one", "two"]
+        assert [int(e["id"]) for e in events] == [before + 1, before + 2]
+        assert all(json.loads(e["data"])["id"] == int(e["id"]) for e in events)
+    assert poll.stats["streams"] == 1
+
+
+def test_event_stream_since_replays_what_is_held(chat, poll, alice):
+    say(alice, poll, "a", "b", "c")
+    sock, _, rest = open_stream(poll, f"/events?since={poll.last_id - 2}")
+    with sock:
+        events, _ = read_events(sock, 2, rest)
+    assert [json.loads(e["data"])["message"] for e in events] == ["b", "c"]
+
+
+def test_last_event_id_resumes_after_a_reconnect(chat, poll, alice):
+    """What a browser's EventSource does by itself: reconnect with the last id it saw, and lose nothing."""
+    start = poll.last_id
+    sock, _, rest = open_stream(poll, f"/events?since={start}")
+    wait_until(lambda: poll.streams == 1, timeout=5)
+    say(alice, poll, "first", "second")
+    events, _ = read_events(sock, 2, rest)
+    last_seen = events[-1]["id"]
+    sock.close()                                           # the connection drops
+    wait_until(lambda: poll.streams == 0, timeout=5)
+    say(alice, poll, "missed 1", "missed 2")               # said while nobody listened
+    sock, _, rest = open_stream(poll, f"/events?since={start}", f"Last-Event-ID: {last_seen}")
+    with sock:
+        events, rest = read_events(sock, 2, rest)          # Last-Event-ID wins over since=
+        assert [json.loads(e["data"])["message"] for e in events] == ["missed 1", "missed 2"]
+        say(alice, poll, "live again")
+        events, _ = read_events(sock, 1, rest)
+        assert json.loads(events[0]["data"])["message"] == "live again"
+
+
+def test_a_last_event_id_that_is_not_ours_falls_back_to_since(chat, poll, alice):
+    say(alice, poll, "x")
+    sock, _, rest = open_stream(poll, f"/events?since={poll.last_id - 1}", "Last-Event-ID: not-a-number")
+    with sock:
+        events, _ = read_events(sock, 1, rest)
+    assert json.loads(events[0]["data"])["message"] == "x"
+
+
+def test_event_stream_sends_heartbeat_comments_when_silent(chat, alice):
+    with PollServer(chat, port=0, heartbeat=0.2, retry_ms=None) as poll:
+        sock, _, rest = open_stream(poll, f"/events?since={poll.last_id}")
+        with sock:
+            sock.settimeout(5)
+            data = rest
+            while data.count(b": heartbeat\n\n") < 2:
+                chunk = sock.recv(4096)
+                assert chunk
+                data += chunk
+            assert b"data:" not in data and b"retry:" not in data
+        assert poll.stats["heartbeats"] >= 2
+
+
+def test_event_stream_ends_when_the_client_leaves_and_when_the_server_stops(chat):
+    poll = PollServer(chat, port=0).start()
+    sock, _, _ = open_stream(poll)
+    wait_until(lambda: poll.streams == 1, timeout=5)
+    sock.close()
+    wait_until(lambda: poll.streams == 0, timeout=5)       # noticed at once, not at the next heartbeat
+    sock, _, _ = open_stream(poll)
+    wait_until(lambda: poll.streams == 1, timeout=5)
+    started = time.monotonic()
+    poll.stop()
+    assert time.monotonic() - started < 5
+    sock.settimeout(2)
+    while chunk := sock.recv(4096):        # what was still unread (the retry: line), then the end
+        assert b"data:" not in chunk
+    sock.close()
+
+
+def test_event_stream_head_and_bad_since(poll):
+    with connect(poll) as sock:
+        sock.sendall(b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"text/event-stream" in head
+        assert head.endswith(b"\r\n\r\n") and closed_by_server(sock)
+    with connect(poll) as sock:
+        assert ask(sock, "/events?since=abc")[0] == 400

@@ -277,6 +277,40 @@ def test_wire_text_is_printed_escaped():
     assert render(text, 10, 200).endswith("  \\x1b[2J\\x…")                   # --width 10: cut, one line
 
 
+def test_html_table_puts_the_payload_on_its_own_wrapped_line():
+    """In Jupyter a long message stays inside a 968 px output area: the header fields are columns, the payload a
+    wrapped line under them (issue 15, §4); the text form keeps its columns."""
+    request, response = handshake(None)
+    recorder = Recorder()
+    recorder.receive("c2s", request)
+    recorder.receive("s2c", response)
+    said = "a long line for the whole class to read, " * 6 + "<b>the end</b>"
+    event = json.dumps({"type": "message", "from": 7, "username": "ann", "message": said})
+    records = [r for r in recorder.receive("s2c", encode_frame(Frame(True, Opcode.TEXT, event.encode()))
+                                           + encode_frame(Frame(True, Opcode.PING, b"")))
+               if isinstance(r, FrameRecord)]
+    table = FrameTable(records)
+    assert "payload" in str(table).splitlines()[0] and "inflated" in str(table).splitlines()[0]   # text form kept
+    html = table._repr_html_()
+    assert html.startswith("<table") and "<th" in html and ">payload<" not in html
+    assert html.count('colspan="12"') == 1                                    # the empty ping has no payload line
+    assert "&lt;b&gt;the end&lt;/b&gt;" in html and "pre-wrap" in html          # whole, escaped, wrapped
+    if chromium.unavailable():
+        return
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = chromium.launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1024, "height": 768})
+            page.set_content(f'<div id="area" style="width:968px">{html}</div>')
+            width = page.evaluate("document.querySelector('#area table').getBoundingClientRect().width")
+            text = page.evaluate("document.querySelector('#area table').innerText")
+        finally:
+            browser.close()
+    assert width <= 968, f"the table is {width} px wide in a 968 px area"
+    assert said in text                                                        # every word of it on the page
+
+
 # -- 1. what goes through is what is recorded, byte for byte --------------------------------
 
 

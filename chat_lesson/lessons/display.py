@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..protocol.frames import CloseCode, FrameError, Opcode, decode_close
 
-__all__ = ["Table", "hexdump", "show_code", "show_payload"]
+__all__ = ["Table", "hexdump", "show_code", "show_payload", "wrap"]
 
 
 class Table:
@@ -38,6 +38,19 @@ class Table:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
+
+
+def wrap(text: str, width: int = 88, indent: str = "  ") -> str:
+    """``text`` wrapped at word boundaries, each of its lines on its own, continuations indented.
+
+    JupyterLab folds a long output line wherever the area ends, often in the
+    middle of a word; lines kept under ``width`` characters never fold.
+    """
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False,
+                                    break_long_words=False) if line.strip() else line
+                      for line in str(text).split("\n"))
 
 
 def show_code(source: str, language: str = "python") -> Any:

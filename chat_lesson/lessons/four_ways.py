@@ -1,7 +1,7 @@
-"""Lesson 01's measurement: one stream of chat messages, delivered four ways.
+"""Lesson 01's measurement: one stream of chat messages, delivered five ways.
 
 A sender posts chat messages at random moments, ``rate`` per second on
-average, each stamped with the time it was sent.  Four receivers get the same
+average, each stamped with the time it was sent.  Five receivers get the same
 messages at the same time, each its own way:
 
 1. ``short_close``: short polling, a new TCP connection for every request
@@ -9,7 +9,10 @@ messages at the same time, each its own way:
 2. ``short_keepalive``: short polling on one kept-alive HTTP/1.1 connection;
 3. ``long_poll``: long polling on one kept-alive connection: the server holds
    each request until a message exists, the client asks again at once;
-4. ``websocket``: WebSocket push: one handshake, then the server sends each
+4. ``sse``: server-sent events: one GET /events whose response never ends;
+   the server writes each message into it as an ``id:`` and a ``data:`` line
+   (what a browser's ``EventSource`` reads);
+5. ``websocket``: WebSocket push: one handshake, then the server sends each
    message as one frame.
 
 Every receiver talks through a :class:`Stream` that counts each byte its
@@ -17,8 +20,13 @@ program hands to the kernel or gets from it (TCP payload: HTTP heads and
 bodies, the WebSocket handshake, frame headers and payloads; not the
 TCP/IP packet headers below them).  The WebSocket receiver is written
 with the course's own pure code (``handshake``, ``frames``), so nothing is
-hidden in a library.  After the messages, ``idle`` seconds with nothing to
-say show what each way spends on nothing.
+hidden in a library; so is the event-stream reader.  After the messages,
+``idle`` seconds with nothing to say show what each way spends on nothing.
+
+``delay_ms`` puts a :class:`~chat_lesson.tap.Tap` in front of each server
+that holds every chunk that long in each direction, as a real network would:
+:func:`measure_delayed` uses it to show the gap a long poller leaves open
+after each answer, which loopback hides.
 
 >>> m = measure(chat, poll)            # doctest: +SKIP  (about 10 s)
 >>> m                                  # doctest: +SKIP  (a table)
@@ -51,21 +59,24 @@ from .display import Table
 
 USER_AGENT = "chat-lesson-poller/1.0"
 
-WAYS = ("short_close", "short_keepalive", "long_poll", "websocket")
+WAYS = ("short_close", "short_keepalive", "long_poll", "sse", "websocket")
 LABELS = {
     "short_close": "short poll, new connection each time",
     "short_keepalive": "short poll, kept-alive connection",
     "long_poll": "long poll",
+    "sse": "server-sent events",
     "websocket": "WebSocket push",
 }
 SHORT_LABELS = {
     "short_close": "short poll\n(new conn.)",
     "short_keepalive": "short poll\n(keep-alive)",
     "long_poll": "long poll",
+    "sse": "server-sent\nevents",
     "websocket": "WebSocket",
 }
-LINESTYLES = {"short_close": "--", "short_keepalive": "-", "long_poll": "-", "websocket": "-"}
-COLOURS = {"short_close": "#d62728", "short_keepalive": "#ff7f0e", "long_poll": "#9467bd", "websocket": "#2ca02c"}
+LINESTYLES = {"short_close": "--", "short_keepalive": "-", "long_poll": "-", "sse": "-.", "websocket": "-"}
+COLOURS = {"short_close": "#d62728", "short_keepalive": "#ff7f0e", "long_poll": "#9467bd", "sse": "#8c564b",
+           "websocket": "#2ca02c"}
 
 
 # -- counting bytes ------------------------------------------------------------
@@ -172,7 +183,7 @@ class Way:
     seen: set[int] = dataclasses.field(default_factory=set)
     request_heads: list[int] = dataclasses.field(default_factory=list)
     response_heads: list[int] = dataclasses.field(default_factory=list)
-    handshake: int = 0               # WebSocket: bytes of the opening handshake, both ways
+    handshake: int = 0               # WebSocket, SSE: bytes of the opening request and answer, both ways
     example: tuple[bytes, bytes] | None = None   # one (request, response) as sent
     busy: Tally | None = None        # spent while messages flowed (handshake excluded)
     idle: Tally | None = None        # spent during the idle window
@@ -193,7 +204,7 @@ class _Run:
         self.tag = "m" + secrets.token_hex(3)
         self.n = n
         self.pattern = re.compile(rf"^{self.tag} #(\d+) sent=([0-9.]+)$")
-        self.ws_ready = asyncio.Event()
+        self.ready: dict[str, asyncio.Event] = {"websocket": asyncio.Event(), "sse": asyncio.Event()}
 
     def text(self, i: int) -> str:
         return f"{self.tag} #{i} sent={time.time():.6f}"
@@ -268,7 +279,7 @@ async def _websocket(run: _Run, way: Way, host: str, port: int) -> None:
         way.handshake = way.tally.total
         way.request_heads.append(len(request))
         way.response_heads.append(len(head))
-        run.ws_ready.set()
+        run.ready["websocket"].set()
         reader = Reader(masked=False)                    # a server's frames are never masked (RFC 6455 §5.1)
         while True:
             frame = reader.next_frame()
@@ -294,6 +305,63 @@ async def _websocket(run: _Run, way: Way, host: str, port: int) -> None:
         await stream.close()
 
 
+def sse_request(host: str, path: str, last_event_id: str | None = None) -> bytes:
+    """The bytes of an EventSource's request: it asks for text/event-stream and no cached copy."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", f"User-Agent: {USER_AGENT}", "Accept: text/event-stream",
+             "Cache-Control: no-cache"]
+    if last_event_id is not None:             # a browser adds it by itself when it reconnects
+        lines.append(f"Last-Event-ID: {last_event_id}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def parse_sse(block: bytes) -> dict[str, str]:
+    """One event's lines (without the blank line that ends it) as {field: value}; comments (':...') dropped.
+
+    Each line is ``field: value`` (one space after the colon is dropped); several ``data`` lines join with
+    newlines, as EventSource joins them.
+    """
+    fields: dict[str, str] = {}
+    for line in block.decode("utf-8").split("\n"):
+        if not line or line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        fields[name] = fields[name] + "\n" + value if name == "data" and name in fields else value
+    return fields
+
+
+async def _sse(run: _Run, way: Way, host: str, port: int, since: int) -> None:
+    """An EventSource in a few lines: one request, then read events from a response that never ends."""
+    stream = await Stream.open(host, port, way.tally)
+    try:
+        request = sse_request(f"{host}:{port}", f"/events?since={since}")
+        await stream.write(request)
+        way.tally.requests += 1
+        head = await stream.read_until(b"\r\n\r\n")
+        answer = parse_head(head)
+        if answer.status != 200:
+            raise ConnectionError(f"GET /events answered {answer.status} {answer.reason}")
+        way.handshake = way.tally.total
+        way.request_heads.append(len(request))
+        way.response_heads.append(len(head))
+        run.ready["sse"].set()
+        buffer = b""
+        while True:
+            buffer += (await stream.read_some()).replace(b"\r\n", b"\n")
+            while b"\n\n" in buffer:
+                block, _, buffer = buffer.partition(b"\n\n")
+                fields = parse_sse(block)
+                if "data" not in fields:
+                    continue                  # a comment (heartbeat) or a retry: line: no event
+                data = fields["data"].encode()
+                way.tally.payload += len(data)
+                if way.example is None and b'"message"' in data[:20]:
+                    way.example = (request + head, block + b"\n\n")
+                run.deliver(way, [json.loads(data)])
+    finally:
+        await stream.close()
+
+
 @dataclasses.dataclass
 class Measurement:
     """The result of :func:`measure`: per way, bytes, latencies and idle cost."""
@@ -307,6 +375,14 @@ class Measurement:
     messages: int
     busy_seconds: float
     ping_interval: float | None = None
+    sse_heartbeat: float | None = None
+    delay_ms: float = 0.0
+    sent_at: list[float] = dataclasses.field(default_factory=list)   # when each message was sent (monotonic)
+
+    def gaps_shorter_than(self, ms: float) -> tuple[int, int]:
+        """(how many, of how many) gaps between two messages sent one after the other were shorter than ``ms``."""
+        gaps = [b - a for a, b in zip(self.sent_at, self.sent_at[1:])]
+        return sum(1 for g in gaps if g * 1000 < ms), len(gaps)
 
     # -- the numbers ------------------------------------------------------------
 
@@ -330,6 +406,8 @@ class Measurement:
     def idle_per_minute(self, name: str) -> tuple[float, float]:
         """(requests, bytes) per minute spent while nothing was said, scaled from the idle window."""
         idle = self.ways[name].idle
+        if not self.idle_seconds:
+            return float("nan"), float("nan")
         scale = 60 / self.idle_seconds
         return idle.requests * scale, idle.total * scale
 
@@ -357,6 +435,17 @@ class Measurement:
         per_ping = (header_size(4, False) + 4) + (header_size(4, True) + 4)
         return per_ping * 60 / self.ping_interval
 
+    def sse_heartbeat_bytes_per_minute(self) -> float:
+        """What the event stream's heartbeat comment costs per minute (it has no answer)."""
+        from .polling import HEARTBEAT
+
+        return len(HEARTBEAT) * 60 / self.sse_heartbeat if self.sse_heartbeat else 0.0
+
+    def messages_per_response(self, name: str) -> float:
+        """Messages delivered per HTTP response (per frame or event for the push ways, where it is 1)."""
+        way = self.ways[name]
+        return way.delivered / way.busy.requests if way.busy.requests else 1.0
+
     def rows(self) -> list[dict[str, Any]]:
         rows = []
         for name, way in self.ways.items():
@@ -369,7 +458,7 @@ class Measurement:
                 "overhead": round(b["overhead"] + b["handshake"]),
                 "median ms": fmt_ms(med), "p95 ms": fmt_ms(p95),
                 "requests": way.busy.requests, "new TCP conns": way.busy.connections,
-                "idle req/min": round(req_min), "idle B/min": round(bytes_min),
+                "idle req/min": _round(req_min), "idle B/min": _round(bytes_min),
             })
         return rows
 
@@ -386,41 +475,58 @@ class Measurement:
         printer.text(str(self))
 
 
+def _round(value: float) -> Any:
+    return "-" if value != value else round(value)
+
+
 def fmt_ms(value: float) -> str:
     return "-" if value != value else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
 async def ameasure(host: str, chat_port: int, poll_port: int, *, rate: float = 8, duration: float = 5,
                    interval: float = 0.5, wait: float = 2, idle: float = 4, since: int = 0,
-                   seed: int | None = None) -> Measurement:
+                   seed: int | None = None, ways: Iterable[str] = WAYS, delay_ms: float = 0) -> Measurement:
     """Run the measurement on the current loop (see :func:`measure`)."""
     n = max(1, round(rate * duration))
     run = _Run(n)
-    ways = {name: Way(name) for name in WAYS}
+    ways = {name: Way(name) for name in WAYS if name in set(ways)}
     sender = await ChatClient(f"ws://{host}:{chat_port}/ws", "ticker", compression=None).aconnect()
-    tasks = []
+    tasks, taps = [], []
     try:
         await sender.await_for(lambda e: e.get("type") == "join" and e.get("username") == "ticker")
-        tasks = [
-            asyncio.create_task(_short_poll(run, ways["short_close"], host, poll_port, since, interval, False)),
-            asyncio.create_task(_short_poll(run, ways["short_keepalive"], host, poll_port, since, interval, True,
-                                            phase=interval / 3)),   # two independent pollers, out of step
-            asyncio.create_task(_long_poll(run, ways["long_poll"], host, poll_port, since, wait)),
-            asyncio.create_task(_websocket(run, ways["websocket"], host, chat_port)),
-        ]
-        await asyncio.wait_for(run.ws_ready.wait(), 5)
-        await asyncio.sleep(0.3)                      # let the first polls and any greeting frames pass
+        if delay_ms:          # the receivers go through taps that hold each chunk delay_ms, each way
+            from ..tap import Tap
+
+            taps = [await Tap((host, port), quiet=True).astart() for port in (poll_port, chat_port)]
+            for tap in taps:
+                tap.delay(delay_ms)
+            poll_port, chat_port = taps[0].port, taps[1].port
+        starters = {
+            "short_close": lambda w: _short_poll(run, w, host, poll_port, since, interval, False),
+            "short_keepalive": lambda w: _short_poll(run, w, host, poll_port, since, interval, True,
+                                                     phase=interval / 3),   # two independent pollers, out of step
+            "long_poll": lambda w: _long_poll(run, w, host, poll_port, since, wait),
+            "sse": lambda w: _sse(run, w, host, poll_port, since),
+            "websocket": lambda w: _websocket(run, w, host, chat_port),
+        }
+        tasks = [asyncio.create_task(starters[name](way)) for name, way in ways.items()]
+        for name, ready in run.ready.items():
+            if name in ways:
+                await asyncio.wait_for(ready.wait(), 5)
+        await asyncio.sleep(0.3 + 2 * delay_ms / 1000)   # let the first polls and any greeting frames pass
         start = {name: way.tally.copy() for name, way in ways.items()}
         t0 = time.monotonic()
         rng = random.Random(seed)
+        sent_at = []
         for i in range(n):                            # random gaps, so no poll can fall into step with them
             await sender.asend(run.text(i))
+            sent_at.append(time.monotonic())
             if i < n - 1:
                 await asyncio.sleep(rng.uniform(0.5, 1.5) / rate)
-        deadline = time.monotonic() + interval + 2
+        deadline = time.monotonic() + interval + 2 + 4 * delay_ms / 1000
         while not run.complete(ways.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)                     # the long poll's re-request belongs to its last message
+        await asyncio.sleep(0.05 + 2 * delay_ms / 1000)   # the long poll's re-request belongs to its last message
         busy_seconds = time.monotonic() - t0
         middle = {name: way.tally.copy() for name, way in ways.items()}
         await asyncio.sleep(idle)
@@ -431,17 +537,22 @@ async def ameasure(host: str, chat_port: int, poll_port: int, *, rate: float = 8
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for tap in taps:
+            await tap.astop()
         await sender.aclose()
-    return Measurement(ways, rate, duration, interval, wait, idle, n, busy_seconds)
+    return Measurement(ways, rate, duration, interval, wait, idle, n, busy_seconds, delay_ms=delay_ms,
+                       sent_at=sent_at)
 
 
 def measure(chat: Any, poll: Any, **options: Any) -> Measurement:
-    """Measure the four ways against a running ChatServer and its PollServer (about 6 s + ``idle``).
+    """Measure the five ways against a running ChatServer and its PollServer (about 6 s + ``idle``).
 
     Options: ``rate`` (messages per second, default 8), ``duration`` (seconds
     of sending, 5), ``interval`` (short-poll interval, 0.5 s), ``wait``
-    (long-poll hold, 2 s), ``idle`` (the idle window, 4 s), ``seed``.  Runs on
-    a loop of its own in a thread, so the kernel stays free.
+    (long-poll hold, 2 s), ``idle`` (the idle window, 4 s), ``seed``,
+    ``ways`` (which of :data:`WAYS`, all by default), ``delay_ms`` (added in
+    each direction by a tap in front of each server, 0).  Runs on a loop of
+    its own in a thread, so the kernel stays free.
     """
     parts = urllib.parse.urlsplit(chat.url)
     loop = BackgroundLoop("lesson01-measure")
@@ -450,4 +561,27 @@ def measure(chat: Any, poll: Any, **options: Any) -> Measurement:
     finally:
         loop.stop()
     result.ping_interval = getattr(chat, "ping_interval", None)
+    result.sse_heartbeat = getattr(poll, "heartbeat", None)
     return result
+
+
+def measure_delayed(chat: Any, poll: Any, delay_ms: float = 50, **options: Any) -> Measurement:
+    """The push-like ways again, with ``delay_ms`` added in each direction (about 5 s).
+
+    Long polling, server-sent events and WebSocket push, through taps that
+    delay every chunk, as a network with a round trip of ``2 * delay_ms``
+    would.  On loopback a long poller asks again within a fraction of a
+    millisecond; here its next request needs a whole round trip to reach the
+    server, and a message said meanwhile waits for it.
+    """
+    options = {"ways": ("long_poll", "sse", "websocket"), "duration": 4, "idle": 0, **options}
+    return measure(chat, poll, delay_ms=delay_ms, **options)
+
+
+def gap_share(m: Measurement, name: str = "long_poll", slack_ms: float = 20) -> float:
+    """The share of ``name``'s messages that took longer than the one-way delay plus ``slack_ms``: those that
+    fell into a gap (for a long poller, the round trip between an answer and the next request)."""
+    lat = m.ways[name].latencies
+    if not lat:
+        return float("nan")
+    return sum(1 for t in lat if t * 1000 > m.delay_ms + slack_ms) / len(lat)

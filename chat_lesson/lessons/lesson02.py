@@ -33,7 +33,7 @@ HEADER_MEANINGS = {
     "upgrade": "the protocol to switch this connection to: websocket (RFC 9110 §7.8, RFC 6455 §4.1)",
     "connection": "'Upgrade' marks Upgrade as a hop-by-hop field that this hop must act on (RFC 9110 §7.6.1)",
     "sec-websocket-key": "16 random bytes, base64; the server proves it read this request by hashing it (§4.1)",
-    "sec-websocket-version": "the protocol version: 13 is RFC 6455; anything else gets 426 (§4.4)",
+    "sec-websocket-version": "the protocol version: 13 is RFC 6455; anything else gets 426 (§4.2.2, §4.4)",
     "origin": "the page's origin (scheme://host:port); browsers always send it, scripts may not (§4.1, §10.2)",
     "sec-websocket-protocol": "subprotocols the client speaks, best first; the server picks one or none (§1.9)",
     "sec-websocket-extensions": "extensions offered, e.g. permessage-deflate compression (RFC 7692)",
@@ -357,8 +357,10 @@ def _same_origin_only(origin: str | None) -> bool:
 
 
 @exercise("02.refusal_codes", hint="400 Bad Request: the request is not a valid handshake; 403 Forbidden: valid, but "
-          "the server will not serve this Origin (RFC 6455 §4.2.2, §10.2); 426 Upgrade Required: valid, but a "
-          "protocol version the server does not speak, answered with the versions it does (§4.4).")
+          "the server will not serve this Origin (RFC 6455 §10.2 says a server SHOULD answer so); 426 Upgrade "
+          "Required: valid, but a protocol version the server does not speak (§4.2.2), answered with the "
+          "versions it does. (A plain GET: our server says 400; the websockets library says 426; both are "
+          "defensible, and the question is about ours.)")
 def _refusal_codes(answer: Any) -> str:
     """Which status code does our server answer to each refused request?"""
     answer = need_dict(answer, list(REFUSAL_CASES))

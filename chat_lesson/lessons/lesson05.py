@@ -20,18 +20,30 @@ the clients live on the kernel's loop while the servers run on their own threads
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
 import html
+import logging
 import re
+import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Sequence
+
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
 
 from ..chat.client import ChatClient
 from ..chat.room import ChatError
 from ..chat.server import ChatServer
 from ..chat.static import STATIC_DIR
-from ..notebook import BackgroundLoop
+from ..notebook import BackgroundLoop, CellService
+from ..protocol.handshake import build_request
+from ..browser import unavailable as browser_unavailable  # noqa: F401  (re-exported for the notebook)
 from .exercises import Wrong, exercise, expect, need_dict, need_function
 
 APP_JS = STATIC_DIR / "app.js"
@@ -78,6 +90,23 @@ async def ticker(server: Any, name: str = "clock", every: float = 0.5, limit: in
             await asyncio.sleep(every)
 
 
+_EMOJI: dict[str, str] | None = None
+
+
+def emoji_table(path: Path = STATIC_DIR / "emoji.js") -> dict[str, str]:
+    """The page's shortcode table (static/emoji.js): ``{"rocket": "🚀", ...}``, read once."""
+    global _EMOJI
+    if _EMOJI is None:
+        _EMOJI = dict(re.findall(r'"([a-z0-9_+-]+)":\s*"([^"]+)"', path.read_text(encoding="utf-8")))
+    return _EMOJI
+
+
+def with_emoji(text: str) -> str:
+    """``text`` with each known ``:shortcode:`` replaced by its emoji, as the page draws it."""
+    table = emoji_table()
+    return re.sub(r":([a-z0-9_+-]+):", lambda m: table.get(m.group(1), m.group(0)), text)
+
+
 class RoomView:
     """Watch a ChatServer's room from a notebook: who is online, the last messages, the message rate.
 
@@ -112,15 +141,18 @@ class RoomView:
         return xs, [sum(x - window < t <= x for t in times) / window for x in xs]
 
     def html(self, last: int = 8) -> str:
+        """The view as HTML: left-aligned (JupyterLab right-aligns table cells), emoji shortcodes drawn."""
         online = self.server.clients
+        cell = "text-align:left;padding:1px 8px 1px 0;vertical-align:top"
         rows = "".join(
-            f"<tr><td style='color:#666'>{t:5.1f} s</td><td><b>{html.escape(str(e['username']))}</b></td>"
-            f"<td>{html.escape(str(e['message']))}</td></tr>"
+            f"<tr><td style='{cell};color:#666;white-space:nowrap'>{t:5.1f} s</td>"
+            f"<td style='{cell}'><b>{html.escape(str(e['username']))}</b></td>"
+            f"<td style='{cell}'>{with_emoji(html.escape(str(e['message'])))}</td></tr>"
             for t, e in self.messages()[-last:])
-        return (f"<div><b>online ({len(online)}):</b> {html.escape(', '.join(online)) or '-'}<br>"
+        return (f"<div style='text-align:left'><b>online ({len(online)}):</b> {html.escape(', '.join(online)) or '-'}<br>"
                 f"<b>messages so far:</b> {self.server.stats.messages} · "
                 f"<b>frames written (deliveries):</b> {self.server.stats.deliveries}"
-                f"<table style='margin-top:4px'>{rows}</table></div>")
+                f"<table style='margin:4px 0 0 0;border-collapse:collapse'>{rows}</table></div>")
 
     def draw(self, ax: Any) -> None:
         xs, ys = self.rate()
@@ -153,6 +185,12 @@ class RoomView:
         self.figure = fig
 
 
+def _at_once() -> dict[str, float]:
+    """Settings that announce each join at once (where the room delays them), so a measurement need not wait."""
+    from ..chat.wire import Limits
+    return {"announce_after": 0} if "announce_after" in {f.name for f in dataclasses.fields(Limits)} else {}
+
+
 async def _server_thread_time(server: Any) -> float:
     """CPU seconds used so far by the server's thread (read on that thread)."""
 
@@ -170,7 +208,7 @@ async def headroom(n_clients: int = 50, n_messages: int = 200, size: int = 100, 
     from the first send to the last delivery, the server thread's CPU time, and
     from those deliveries per second and CPU microseconds per delivery.
     """
-    with ChatServer(port=0, quiet=True, rate_limit=0) as server:
+    with ChatServer(port=0, quiet=True, rate_limit=0, **_at_once()) as server:
         clients = [await ChatClient(server, f"u{i:02d}").aconnect() for i in range(n_clients)]
         try:
             last = clients[-1].username
@@ -351,3 +389,240 @@ def _deliveries(answer: Any) -> str:
            " · ".join(hints[c] for c in wrong))
     return (f"measured: {truth['message']} frames for the message, {truth['join']} for the join. "
             "Fan-out is the server's whole job: one message in, N frames out")
+
+
+# =============================================================================
+# Lesson 05: the browser's side: the WebSocket API as a page sees it
+# =============================================================================
+
+_ECHO_PAGE = b"<!doctype html><meta charset='utf-8'><title>echo</title><p>A blank page: lesson 05 drives it.</p>"
+
+
+REFUSED_PATH = "/refused"
+
+
+class EchoServer(CellService):
+    """A plain WebSocket echo server (``websockets``), so that a page's own traffic is all there is on the wire.
+
+    It sends back every message of up to ``echo_limit`` bytes (bigger ones
+    are read and dropped), accepts any Origin, offers no compression, and
+    serves a blank page at ``/`` that a browser can open to get an origin.
+    A handshake on :data:`REFUSED_PATH` is refused with 403.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, echo_limit: int = 1024) -> None:
+        self.host, self.port, self.echo_limit = host, port, echo_limit
+        self._server: Any = None
+
+    async def _echo(self, connection: Any) -> None:
+        try:
+            async for message in connection:
+                if len(message) <= self.echo_limit:
+                    await connection.send(message)
+        except ConnectionClosed:
+            pass
+
+    def _page(self, connection: Any, request: Any) -> Any:
+        path = urllib.parse.urlsplit(request.path).path
+        if path == "/ws":
+            return None
+        if path == REFUSED_PATH:        # a handshake this server refuses, as a server refuses a foreign Origin
+            body = b"refused: this path takes no WebSocket\n"
+            return Response(403, "Forbidden", Headers([("Content-Type", "text/plain"),
+                                                       ("Content-Length", str(len(body)))]), body)
+        return Response(200, "OK", Headers([("Content-Type", "text/html; charset=utf-8"),
+                                            ("Content-Length", str(len(_ECHO_PAGE)))]), _ECHO_PAGE)
+
+    async def astart(self) -> EchoServer:
+        self._server = await serve(self._echo, self.host, self.port, process_request=self._page,
+                                   compression=None, max_size=None, logger=_quiet_log)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._claim_port()
+        return self
+
+    async def astop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+            self._release_port()
+
+
+_quiet_log = logging.getLogger(__name__ + ".echo")
+_quiet_log.propagate = False
+_quiet_log.addHandler(logging.NullHandler())
+
+READY_STATES = {0: "CONNECTING", 1: "OPEN", 2: "CLOSING", 3: "CLOSED"}
+
+# Each step runs in the page (page.evaluate) and returns plain data.
+_JS_LIFE = """async ([url, code, reason]) => {
+  const seen = [];
+  const note = (moment, ws) => seen.push([moment, ws.readyState, ws.bufferedAmount]);
+  const ws = new WebSocket(url);
+  note("after new WebSocket(url)", ws);
+  await new Promise((ok, fail) => { ws.onopen = ok; ws.onerror = fail; });
+  note("in onopen", ws);
+  ws.send("hello from the page");
+  note("right after send()", ws);
+  const echo = await new Promise(ok => ws.onmessage = e => ok(e.data));
+  note("in onmessage (the echo)", ws);
+  const closed = new Promise(ok => ws.onclose = e => ok({code: e.code, reason: e.reason, wasClean: e.wasClean}));
+  ws.close(code, reason);
+  note(`right after close(${code}, "${reason}")`, ws);
+  const event = await closed;
+  note("in onclose", ws);
+  return {seen, echo, close: event};
+}"""
+
+_JS_BROKEN = """async ([url]) => {
+  // Open, then wait for whatever ends it; the caller breaks it from outside.
+  const ws = new WebSocket(url);
+  await new Promise(ok => ws.onopen = ok);
+  window.__broken = new Promise(ok => {
+    let error = false;
+    ws.onerror = () => { error = true; };
+    ws.onclose = e => ok({code: e.code, reason: e.reason, wasClean: e.wasClean, error});
+  });
+  return true;
+}"""
+
+_JS_REFUSED = """async ([url]) => {
+  const ws = new WebSocket(url);
+  return await new Promise(ok => {
+    let error = false;
+    ws.onerror = () => { error = true; };
+    ws.onclose = e => ok({code: e.code, reason: e.reason, wasClean: e.wasClean, error});
+  });
+}"""
+
+_JS_BUFFERED = """async ([url, chunk, every, count, sample, total]) => {
+  const ws = new WebSocket(url);
+  await new Promise(ok => ws.onopen = ok);
+  const data = "x".repeat(chunk), rows = [], t0 = performance.now();
+  let given = 0;
+  await new Promise(done => {
+    const sender = setInterval(() => { if (given < count) { ws.send(data); given += 1; } }, every);
+    const sampler = setInterval(() => {
+      const t = (performance.now() - t0) / 1000;
+      rows.push([t, ws.bufferedAmount, given * chunk]);
+      if (t >= total) { clearInterval(sender); clearInterval(sampler); done(); }
+    }, sample);
+  });
+  return rows;
+}"""
+
+
+@dataclasses.dataclass
+class BrowserSide:
+    """What :func:`browser_side` saw, from inside the page."""
+
+    user_agent: str
+    life: list[tuple[str, int, int]]            # (moment, readyState, bufferedAmount)
+    echo: str
+    close: dict[str, Any]                       # the CloseEvent of a close(code, reason) from the page
+    frames: list[tuple[str, str]]               # ("sent" | "received", payload) as DevTools lists them
+    cut: dict[str, Any]                         # the CloseEvent after the tap cut the TCP connection
+    refused: dict[str, Any]                     # the CloseEvent of a handshake the server refused (403)
+    refused_status: str                         # what the server answered, read outside the browser
+    buffered: list[tuple[float, int, int]]      # (s, bufferedAmount, bytes given to send())
+    limit: float                                # the tap's bandwidth limit, client to server, bytes/s
+
+    def life_table(self) -> Any:
+        from .display import Table
+        return Table([{"moment": m, "readyState": f"{s} {READY_STATES.get(s, '?')}", "bufferedAmount": b}
+                      for m, s, b in self.life])
+
+    def close_table(self) -> Any:
+        from .display import Table
+        rows = []
+        for what, e in (("the page called close(4000, ...)", self.close),
+                        ("the tap cut the TCP connection", self.cut),
+                        (f"the server refused the handshake ({self.refused_status})", self.refused)):
+            rows.append({"what happened": what, "code": e["code"], "reason": repr(e["reason"]),
+                         "wasClean": e["wasClean"], "error event first": e.get("error", False)})
+        return Table(rows)
+
+
+def browser_side(tap: Any, *, limit: float = 500_000, chunk: int = 512 * 1024,
+                 every_ms: int = 50, seconds: float = 2.0, timeout: float = 60) -> BrowserSide:
+    """Drive a WebSocket from inside headless Chromium, through ``tap`` (in front of an :class:`EchoServer`).
+
+    1. One connection's life: ``readyState`` and ``bufferedAmount`` at each
+       moment, an echo, then ``close(4000, reason)`` and the ``CloseEvent``;
+       the frames as DevTools lists them (Playwright reads the same
+       instrumentation: ``framesent`` / ``framereceived``).
+    2. The tap cuts the TCP connection (RST): the page's ``CloseEvent``.
+    3. A handshake the server refuses with 403 (on :data:`REFUSED_PATH`, as
+       a server refuses a foreign Origin): the page's ``CloseEvent``.
+    4. The tap limits client-to-server bandwidth to ``limit`` bytes/s while
+       the page calls ``send()`` with ``chunk`` bytes every ``every_ms`` ms
+       for ``seconds`` s: ``bufferedAmount`` sampled every 100 ms.
+
+    Playwright's synchronous API refuses to run on a thread with a running
+    asyncio loop (a notebook's), so it runs on a worker thread.
+    """
+    from ..browser import launch
+
+    refused_url = tap.ws_url.rsplit("/", 1)[0] + REFUSED_PATH
+
+    def status_of(url: str, origin: str) -> str:
+        """The status line the server answered, read on a raw socket (the page is never told)."""
+        host, port = urllib.parse.urlsplit(url).hostname, urllib.parse.urlsplit(url).port
+        request = build_request(f"{host}:{port}", REFUSED_PATH, origin=origin)
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(request)
+            return sock.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+
+    def run() -> BrowserSide:
+        from playwright.sync_api import sync_playwright
+
+        frames: list[tuple[str, str]] = []
+        with sync_playwright() as p:
+            browser = launch(p)
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(15_000)
+
+                def watch(ws: Any) -> None:
+                    ws.on("framesent", lambda payload: frames.append(("sent", str(payload))))
+                    ws.on("framereceived", lambda payload: frames.append(("received", str(payload))))
+
+                page.on("websocket", watch)
+                page.goto(tap.url)
+                life = page.evaluate(_JS_LIFE, [tap.ws_url, 4000, "lesson over"])
+                page.remove_listener("websocket", watch)
+                page.evaluate(_JS_BROKEN, [tap.ws_url])
+                time.sleep(0.2)
+                tap.cut()
+                cut = page.evaluate("() => window.__broken")
+                refused = page.evaluate(_JS_REFUSED, [refused_url])
+                tap.limit(limit, "c2s")
+                try:
+                    count = int(seconds * 1000 / every_ms)
+                    buffered = page.evaluate(_JS_BUFFERED, [tap.ws_url, chunk, every_ms, count, 100, seconds])
+                finally:
+                    tap.limit(None, "c2s")
+                    tap.cut()
+                agent = page.evaluate("navigator.userAgent")
+            finally:
+                browser.close()
+        origin = tap.url.rstrip("/")
+        return BrowserSide(agent, [tuple(x) for x in life["seen"]], life["echo"], life["close"], frames, cut,
+                           refused, status_of(refused_url, origin), [tuple(x) for x in buffered], limit)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result(timeout)
+
+
+def plot_buffered(result: BrowserSide, ax: Any) -> None:
+    """bufferedAmount against what the page gave send(), over time."""
+    ts = [t for t, _, _ in result.buffered]
+    ax.plot(ts, [g / 2**20 for _, _, g in result.buffered], color="tab:grey", ls="--",
+            label="given to send() so far")
+    ax.plot(ts, [b / 2**20 for _, b, _ in result.buffered], color="tab:red", marker=".",
+            label="bufferedAmount (not yet handed to the network)")
+    ax.set_xlabel("seconds since the page started sending")
+    ax.set_ylabel("MiB")
+    ax.set_title(f"the tap lets {result.limit / 1000:g} kB/s through; the page sends faster", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)

@@ -19,8 +19,10 @@ import asyncio
 import collections
 import dataclasses
 import json
+import logging
 import math
 import socket
+import textwrap
 import time
 from typing import Any
 from collections.abc import Iterable
@@ -30,14 +32,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..chat.client import ChatClient
 from ..chat.server import ChatServer
+from ..chat.wire import SUBPROTOCOL, Limits
 from ..protocol.handshake import build_request
 from ..rawclient import RawClient
 from .exercises import Wrong, exercise, expect, need_choices
 from .xss import INNER_HTML_PAGE, XSS, BrowserResult, browser_available, browser_xss, is_chat_message
 
 __all__ = ["FLAWS", "INNER_HTML_PAGE", "MAX_BUFFER_CASE", "SNIPPETS", "XSS", "BigResult", "BrowserResult",
-           "FloodResult", "StallResult", "bad_handshakes", "big_message", "browser_available", "browser_xss",
-           "email_probe", "flood", "origin_probe", "settle", "stall_timeline", "stuck_client"]
+           "ChurnResult", "FloodResult", "StallResult", "TeacherClient", "bad_handshakes", "behind_reader",
+           "big_message", "browser_available", "browser_xss", "churn", "email_probe", "flood", "handshake_status", "hush_server_logs",
+           "naive_impersonation", "origin_probe", "say", "unbudgeted", "settle", "stall_timeline", "stuck_client", "try_names"]
 
 
 # --------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ class FloodResult:
     relayed: int                 # of them, received by each listener (the minimum over listeners)
     errors: int                  # error events the flooder got back
     per_listener: list[int]
+    closed: int | None = None    # the close code the server gave the flooder, if it closed it
 
 
 async def flood(server: Any, seconds: float = 1.0, listeners: int = 2, settle: float = 0.5) -> FloodResult:
@@ -203,20 +208,26 @@ async def flood(server: Any, seconds: float = 1.0, listeners: int = 2, settle: f
 
     async def flooder_reads() -> None:
         nonlocal errors, last
-        async for raw in flooder.ws:
-            if '"error"' in raw and json.loads(raw).get("type") == "error":
-                errors += 1
-                last = time.monotonic()
+        try:
+            async for raw in flooder.ws:
+                if '"error"' in raw and json.loads(raw).get("type") == "error":
+                    errors += 1
+                    last = time.monotonic()
+        except ConnectionClosed:
+            pass
 
     tasks = [asyncio.create_task(listen(i, c)) for i, c in enumerate(others)]
     tasks.append(asyncio.create_task(flooder_reads()))
     sent = 0
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        await flooder.asend(f"spam {sent}")
-        sent += 1
-        if sent % 50 == 0:
-            await asyncio.sleep(0)   # let the readers run, as a real client's loop would
+    try:
+        while time.monotonic() < end:
+            await flooder.asend(f"spam {sent}")
+            sent += 1
+            if sent % 50 == 0:
+                await asyncio.sleep(0)   # let the readers run, as a real client's loop would
+    except ConnectionClosed:
+        pass                             # the server closed the flooder
     try:
         async with asyncio.timeout(10):
             while time.monotonic() - last < settle:
@@ -225,8 +236,9 @@ async def flood(server: Any, seconds: float = 1.0, listeners: int = 2, settle: f
         pass
     for t in tasks:
         t.cancel()
+    closed = flooder.ws.close_code if flooder.ws.protocol.state.name == "CLOSED" else None
     await _drop([flooder, *others])
-    return FloodResult(type(server).__name__, seconds, sent, min(counts), errors, counts)
+    return FloodResult(type(server).__name__, seconds, sent, min(counts), errors, counts, closed)
 
 
 @dataclasses.dataclass
@@ -360,6 +372,271 @@ def bad_handshakes(server: Any) -> list[tuple[str, str]]:
     return results
 
 
+# --------------------------------------------------------------------------------
+# Lesson 06: a class with a troll in it (identity, the teacher, budgets, Host names)
+# --------------------------------------------------------------------------------
+
+
+def say(*parts: Any, width: int = 96) -> None:
+    """print(), wrapped at word boundaries: JupyterLab would fold a long line in the middle of a word."""
+    text = " ".join(str(p) for p in parts)
+    print("\n".join(textwrap.fill(line, width, subsequent_indent="    ", break_long_words=False,
+                                   break_on_hyphens=False) if line.strip() else line for line in text.split("\n")))
+
+
+async def naive_impersonation(server: Any) -> list[dict[str, Any]]:
+    """On the naive server, Alice and a troll both write as "Alice"; what does a third student receive?"""
+    alice = await ChatClient(server, "Alice", legacy=True).aconnect()
+    troll = await ChatClient(server, "Alice", legacy=True).aconnect()
+    reader = await ChatClient(server, "reader", legacy=True).aconnect()
+    try:
+        await alice.asend("hi, it's me")
+        first = json.loads(await asyncio.wait_for(_next_message(reader), 5))
+        await troll.asend("the test is cancelled, go home!")
+        second = json.loads(await asyncio.wait_for(_next_message(reader), 5))
+    finally:
+        await _drop([alice, troll, reader])
+    return [first, second]
+
+
+async def try_names(server: Any, names: Iterable[str], timeout: float = 5) -> list[tuple[str, str]]:
+    """Join ``server`` under each name in turn, keeping the accepted ones online; what did the room say?
+
+    Returns (name, "accepted as id N" or "refused: <the error's detail>").
+    """
+    results, online = [], []
+    try:
+        for name in names:
+            client = await ChatClient(server, name).aconnect()
+            you = (await client.await_for(lambda e: e["type"] == "welcome", timeout))["you"]
+            event = await client.await_for(lambda e, you=you: e["type"] == "error" or
+                                           (e["type"] == "join" and e.get("from") == you), timeout)
+            if event["type"] == "join":
+                results.append((name, f"accepted as id {you}"))
+                online.append(client)
+            else:
+                results.append((name, f"refused ({event['code']}): {event['detail']}"))
+                await client.aclose()
+    finally:
+        for client in online:
+            await client.aclose()
+    return results
+
+
+class TeacherClient(ChatClient):
+    """A :class:`ChatClient` whose join carries the room's secret: it joins as the teacher.
+
+    ``secret`` is ``server.room.secret`` (the part after ``#teacher=`` in
+    ``server.teacher_url``).  Its ``command(action, target)`` sends a
+    teacher's command (kick, mute, ban, lock ...) as the teacher's page does.
+    """
+
+    def __init__(self, server: Any, username: str, secret: str, **options: Any) -> None:
+        super().__init__(server, username, **options)
+        self.secret = secret
+
+    async def aconnect(self) -> TeacherClient:
+        self._home = asyncio.get_running_loop()
+        self.ws = await connect(self.url, subprotocols=[SUBPROTOCOL], **self.options)
+        await self.ws.send(json.dumps({"type": "join", "username": self.username, "teacher": self.secret}))
+        return self
+
+    async def command(self, action: str, target: int | None = None, **more: Any) -> None:
+        await self.asend_raw(json.dumps({"type": action, "target": target, **more}))
+
+
+@dataclasses.dataclass
+class ChurnResult:
+    """What :func:`churn` measured: one address connecting, joining and leaving as fast as it can."""
+
+    server: str
+    address: str
+    seconds: float
+    tried: int                    # connect, join, close cycles attempted
+    accepted: int                 # of them, upgraded to a WebSocket
+    refused: collections.Counter  # HTTP status -> how many
+    events: int                   # join, leave and rename events the room broadcast meanwhile (to every student)
+    event_bytes: int              # and their bytes, as each student receives them
+    attacker_bytes: int           # bytes of WebSocket messages the attacker sent (its joins)
+
+    @property
+    def per_second(self) -> float:
+        return self.events / self.seconds
+
+
+async def churn(server: ChatServer, address: str = "127.0.0.3", seconds: float = 1.5) -> ChurnResult:
+    """From ``address``, connect, join and close in a loop for ``seconds``; count the news the room broadcasts.
+
+    ``address`` is the source address of the attacker's connections
+    (``local_addr=(address, 0)``): on Linux every 127.x.y.z is this
+    machine, and the server budgets each of them as another computer
+    (127.0.0.1 and ::1 are "this machine", the teacher's own, and are not
+    budgeted).  Raises OSError where the system has no such address.
+    The news (join, leave, rename events) is counted as the server
+    broadcasts it (``server.add_listener``): each event goes to every student.
+    """
+    news = {"events": 0, "bytes": 0}
+
+    def count(event: dict[str, Any]) -> None:
+        if event.get("type") in ("join", "leave", "rename"):
+            news["events"] += 1
+            news["bytes"] += len(json.dumps(event, ensure_ascii=False).encode()) + 2   # + the frame's header
+
+    server.add_listener(count)
+    tried = accepted = sent = 0
+    refused: collections.Counter[int] = collections.Counter()
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < seconds:
+            tried += 1
+            join = json.dumps({"type": "join", "username": f"troll{tried}"})
+            try:
+                async with connect(server.ws_url, subprotocols=[SUBPROTOCOL], local_addr=(address, 0),
+                                   open_timeout=5, compression=None) as ws:
+                    accepted += 1
+                    await ws.send(join)                   # then leave at once: the room handles the join first
+                    sent += len(join.encode())
+            except InvalidStatus as refusal:
+                refused[refusal.response.status_code] += 1
+                await asyncio.sleep(0.01)                 # an attacker retries at once; a little pause keeps the CPU for the rest
+        elapsed = time.monotonic() - start
+        await settle(lambda: news["events"], quiet=0.3)
+    finally:
+        server.remove_listener(count)
+    return ChurnResult(type(server).__name__, address, elapsed, tried, accepted, refused, news["events"],
+                       news["bytes"], sent)
+
+
+async def settle_until_quiet(value: Any, quiet: float, timeout: float = 3.0) -> Any:
+    return await settle(value, quiet=quiet, timeout=timeout)
+
+
+def unbudgeted() -> dict[str, float]:
+    """The ChatServer settings that turn off what guards against churn: as the room was before the classroom issue.
+
+    No connect budget, no cap per address, no message budget (before the
+    classroom issue it was per connection, so a new connection came with a
+    full one), and joins announced at once (of these settings, those this
+    version of the room has).
+    """
+    fields = {f.name for f in dataclasses.fields(Limits)}
+    wanted = {"connect_rate": 0, "max_per_address": 0, "rate_limit": 0, "announce_after": 0}
+    return {k: v for k, v in wanted.items() if k in fields}
+
+
+@dataclasses.dataclass
+class BehindResult:
+    """What :func:`behind_reader` measured: one student that stopped reading while the room was busy."""
+
+    messages_sent: int
+    news_sent: int                # join and leave events the room broadcast meanwhile
+    slow: collections.Counter     # event type -> how many the slow student received once it read again
+    healthy: collections.Counter  # the same for a student that read all along
+    closed_slow: int              # students the server closed as too slow
+
+
+async def behind_reader(server: ChatServer, addresses: Iterable[str] = ("127.0.0.4", "127.0.0.5", "127.0.0.6"),
+                        messages: int = 60, size: int = 4000, pause: float = 1.0) -> BehindResult:
+    """A student stops reading while long messages and churn fill the room; what does it get when it reads again?
+
+    The slow student is a raw socket with a small receive buffer that joins
+    and then reads nothing for a moment; a healthy one reads all along.  The
+    teacher (this machine) sends ``messages`` messages of ``size`` bytes, then
+    a few connections from each of ``addresses`` join and leave.  Then the
+    slow student reads everything it was sent.
+    """
+    slow = RawClient(_port(server), protocols=[SUBPROTOCOL], rcvbuf=4096)
+    slow.send_text(json.dumps({"type": "join", "username": "slow"}))
+    healthy = await ChatClient(server, "healthy").aconnect()
+    teacher = await ChatClient(server, "talker").aconnect()
+    seen: collections.Counter[str] = collections.Counter()
+
+    async def listen() -> None:
+        async for raw in healthy.ws:
+            seen[json.loads(raw).get("type")] += 1
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.2)
+    for i in range(messages):
+        await teacher.asend(f"{i:03d} " + "x" * size)
+    news = 0
+    for address in addresses:
+        for n in range(4):
+            try:
+                async with connect(server.ws_url, subprotocols=[SUBPROTOCOL], local_addr=(address, 0),
+                                   open_timeout=5, compression=None) as ws:
+                    await ws.send(json.dumps({"type": "join", "username": f"visitor-{address[-1]}-{n}"}))
+                news += 2
+            except InvalidStatus:
+                pass
+    await asyncio.sleep(pause)
+    await settle(lambda: sum(seen.values()), quiet=0.3)
+    got: collections.Counter[str] = collections.Counter()
+
+    def read_all() -> None:
+        slow.sock.settimeout(1.0)
+        while True:
+            try:
+                message = slow.recv_message(timeout=1.0)
+            except (TimeoutError, OSError, ConnectionError):
+                return
+            got[json.loads(message.data).get("type")] += 1
+
+    await asyncio.to_thread(read_all)
+    listener.cancel()
+    await teacher.aclose()
+    await healthy.aclose()
+    slow.close()
+    return BehindResult(messages, news, got, seen, server.stats.closed_slow)
+
+
+def handshake_status(server: Any, host: str, origin: str | None = None) -> str:
+    """A WebSocket handshake on a raw socket with ``Host: host`` (and ``Origin``); the answer's status line.
+
+    The TCP connection goes to the server's real address, as a browser's
+    does once an attacker's DNS name resolves to it (DNS rebinding).  A
+    refusal's first line of body (the reason the server gives) follows the
+    status line, after " | ".
+    """
+    request = build_request(host, "/ws", origin=origin)
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        if not status.startswith("HTTP/1.1 101"):
+            sock.settimeout(1)
+            try:
+                while b"\n" not in body:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    body += chunk
+            except OSError:
+                pass
+            reason = body.decode("utf-8", "replace").strip().split("\n", 1)[0]
+            return f"{status} | {reason}" if reason else status
+    return status
+
+
+def hush_server_logs() -> None:
+    """Keep the servers' log lines (refusals, drops) out of the notebook: the cells print what matters.
+
+    Python prints a warning that no handler takes to stderr, which a
+    notebook shows in pink under whichever cell is running.  A do-nothing
+    handler on the package's logger stops that; the lesson shows each
+    refusal's reason itself.
+    """
+    logger = logging.getLogger("chat_lesson")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 # =============================================================================
 # Lesson 06: hardening
 # =============================================================================
@@ -448,5 +725,3 @@ def _max_buffer(answer: Any) -> str:
             f"{c['students']} froze at once they would hold about {c['students'] * default / 2**20:.1f} MiB (plus the kernel's "
             "buffers): bounded.")
 
-
-__all__ = ["FLAWS", "MAX_BUFFER_CASE", "SNIPPETS"]

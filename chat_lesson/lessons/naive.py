@@ -8,23 +8,23 @@ so that lesson 06 can reproduce each of the original's flaws live and then
 measure the real server's answer the same way:
 
 * **One client that stops reading stalls everyone.**  One task takes each
-  message off the broadcast queue and does ``for c in clients: await c.send(msg)``,
-  like ``handleMessages`` calling gorilla's blocking ``WriteJSON`` in turn.  When
-  one client stops reading, its send waits for ever, and so does the room.
-* **Every Origin is accepted** (the original's ``CheckOrigin`` returns true), so any
+  message off the broadcast queue and awaits a send to each client in turn,
+  as the original's single writer makes one blocking JSON write per client.
+  When one client stops reading, its send waits for ever, and so does the room.
+* **Every Origin is accepted** (the original's upgrader is told to accept any), so any
   web page a student opens can join the class chat from the student's browser.
 * **No size limit** (``max_size=None``): a 10 MiB message is read whole into
   memory and relayed to everyone.
 * **No rate limit**: one client can send as fast as it can, and all are relayed.
-* **HTML is relayed as it came**, to clients that render it with ``v-html``.
+* **HTML is relayed as it came**, to clients that render it as HTML (the original's uses ``v-html``).
 * **Email addresses are broadcast**: the message object ``{email, username,
   message}`` goes to everyone verbatim.
 
 Two of the original's flaws cannot be copied into Python and are explained in
-lesson 06 instead: ``log.Fatal`` on a failed upgrade (``websockets`` answers a bad
-handshake with an HTTP error, it does not exit), and the unsynchronised ``clients``
-map (concurrent map writes crash a Go program; asyncio runs every handler on one
-thread).  For the same reason the broadcast loop iterates over a *copy* of the
+lesson 06 instead: a failed upgrade ends the whole program (``websockets`` answers
+a bad handshake with an HTTP error, it does not exit), and the shared map of
+clients has no lock (concurrent map writes crash a Go program; asyncio runs every
+handler on one thread).  For the same reason the broadcast loop iterates over a *copy* of the
 clients: iterating the live set across an ``await`` would raise "Set changed
 size during iteration" when someone joins mid-broadcast, the asyncio cousin of
 Go's crash; lesson 06 shows that separately.
@@ -34,8 +34,8 @@ a text frame that is not valid UTF-8 is refused with 1007 (the original passes
 it on, one more of its faults, not shown in lesson 06); a client dropped for bad
 JSON gets a closing handshake (Go's ``defer ws.Close()`` just closes the TCP
 connection); and the JSON sent out is ``json.dumps``' spelling of the same
-object (Go's encoder writes ``<`` as ``\\u003c`` and adds a newline; the
-browser's ``JSON.parse`` gets the same strings).  The unbuffered ``broadcast``
+object (Go's encoder escapes ``<`` and ends with a newline; the browser's
+``JSON.parse`` gets the same strings).  The unbuffered ``broadcast``
 channel becomes a queue with room for one message, asyncio's nearest match.
 
 It is reachable only from lesson 06's code: not exported from ``chat_lesson``,
@@ -77,12 +77,12 @@ class NaiveStats:
 
 
 def read_json(raw: str | bytes) -> dict[str, str]:
-    """What gorilla's ``ReadJSON(&msg)`` into the ``Message`` struct keeps.
+    """What the original keeps of a frame: it decodes JSON into a struct of three strings.
 
     The three string fields, missing ones as ""; other fields dropped.  Like
     Go's decoder, a frame that is not a JSON object, or a field of the wrong
     type, is an error (and the original then drops the client).  Text or binary
-    frames alike: ``ReadJSON`` does not look at the frame's type.  Nothing else
+    frames alike: the original's decoder does not look at the frame's type.  Nothing else
     is checked: not the size, not the HTML, not whether the email should be
     shared.
     """
@@ -116,12 +116,13 @@ class NaiveServer(CellService):
         self.host, self.port = host, port
         self.static = Path(static) if static else None
         self.quiet = quiet
-        # var clients = make(map[*websocket.Conn]bool)
+        # The original keeps its connections in one global map used as a set, shared by every handler.
         self.clients: set[ServerConnection] = set()
         self.stats = NaiveStats()
         self.loop: asyncio.AbstractEventLoop | None = None
-        # var broadcast = make(chan Message): an unbuffered channel, whose
-        # nearest asyncio cousin is a queue with room for one.
+        # The original hands messages from the readers to the one writer over an
+        # unbuffered channel (a send waits for the receiver); the nearest asyncio
+        # cousin is a queue with room for one.
         self.broadcast: asyncio.Queue[dict[str, str]] | None = None
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -130,38 +131,38 @@ class NaiveServer(CellService):
     # -- the original, line by line -------------------------------------------
 
     async def handle_connections(self, ws: ServerConnection) -> None:
-        """``handleConnections``: register the client, then read messages into the broadcast channel."""
+        """The original's connection handler: register the client, then read messages into the broadcast queue."""
         self._tasks.add(asyncio.current_task())      # so that stop() can end a handler stuck on the queue
-        self.clients.add(ws)                         # clients[ws] = true
+        self.clients.add(ws)                         # registered in the shared set, with no lock
         self.stats.connections += 1
         try:
             async for raw in ws:
-                msg = read_json(raw)                 # err := ws.ReadJSON(&msg)
-                await self.broadcast.put(msg)        # broadcast <- msg   (waits while the broadcaster is busy)
+                msg = read_json(raw)                 # decoded into the three string fields; any error ends the client
+                await self.broadcast.put(msg)        # handed to the writer: waits while the writer is busy
         except (ConnectionClosed, ValueError) as exc:
-            log.info("error: %s", exc)               # log.Printf("error: %v", err)
+            log.info("error: %s", exc)               # logged, and the client is forgotten
         finally:
-            self.clients.discard(ws)                 # delete(clients, ws)
+            self.clients.discard(ws)
             self.stats.connections -= 1
             self._tasks.discard(asyncio.current_task())
 
     async def handle_messages(self) -> None:
-        """``handleMessages``: for each message, send it to every client in turn, waiting for each."""
+        """The original's single writer: for each message, send it to every client in turn, waiting for each."""
         while True:
-            msg = await self.broadcast.get()         # msg := <-broadcast
+            msg = await self.broadcast.get()         # the next message from any reader
             self.stats.messages += 1
             text = json.dumps(msg, ensure_ascii=False)
-            for client in list(self.clients):        # for client := range clients
+            for client in list(self.clients):        # every registered client, one after the other
                 try:
-                    await client.send(text)          # err := client.WriteJSON(msg): blocks while this client is full
+                    await client.send(text)          # like a blocking JSON write: waits while this client is full
                     self.stats.deliveries += 1
                     self.stats.bytes_relayed += len(text.encode())
                 except ConnectionClosed as exc:
                     log.info("error: %s", exc)
-                    self.clients.discard(client)     # client.Close(); delete(clients, client)
+                    self.clients.discard(client)     # a failed write closes and forgets that client
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """``http.Handle("/", fs)`` and ``http.HandleFunc("/ws", ...)``: no Origin check anywhere."""
+        """Files at ``/`` and the WebSocket at ``/ws``, as in the original: no Origin check anywhere."""
         path = urllib.parse.urlsplit(request.path).path
         if path == "/ws":
             return None
@@ -175,7 +176,7 @@ class NaiveServer(CellService):
     async def astart(self) -> NaiveServer:
         self.loop = asyncio.get_running_loop()
         self.broadcast = asyncio.Queue(maxsize=1)
-        self._broadcaster = asyncio.create_task(self.handle_messages())    # go handleMessages()
+        self._broadcaster = asyncio.create_task(self.handle_messages())    # the writer runs on its own, as a goroutine
         self._server = await serve(
             self.handle_connections, self.host, self.port,
             process_request=self._process_request,

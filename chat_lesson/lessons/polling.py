@@ -11,6 +11,22 @@ server on asyncio streams, no framework, with one endpoint.
     *Long poll.* Holds the request for up to S seconds until a message with
     an ``id`` greater than N exists, then answers; after S seconds with
     nothing new it answers ``[]``.
+``GET /events?since=N``
+    *Server-sent events* (the ``EventSource`` of the HTML standard, section
+    "Server-sent events").  One response that never ends: ``Content-Type:
+    text/event-stream``, then one event per chat message, as it happens::
+
+        id: 42
+        data: {"type": "message", "id": 42, ...}
+
+    (a blank line ends each event).  A ``Last-Event-ID`` request header, which
+    a browser's EventSource sends by itself when it reconnects, resumes after
+    that id, so nothing said while the connection was down is lost; on a first
+    connection ``since=N`` does the same.  When nothing is said for
+    ``heartbeat`` seconds the server sends a comment line (``: heartbeat``),
+    which keeps proxies from cutting a silent response and lets the server
+    notice a client that has gone.  The body has no length: it ends when the
+    connection closes (RFC 9112 §6.3), so this connection serves nothing else.
 
 The messages are the same events the WebSocket clients get: a
 :class:`PollServer` attaches to a running :class:`~chat_lesson.server.ChatServer`
@@ -26,6 +42,8 @@ seconds.  Lesson 01 compares a new connection per request with one kept alive.
 >>> poll = PollServer(chat, port=0).start()        # doctest: +SKIP
 >>> poll.url                                       # doctest: +SKIP
 'http://127.0.0.1:40123/poll'
+>>> poll.events_url                                # doctest: +SKIP
+'http://127.0.0.1:40123/events'
 >>> poll.stop(); chat.stop()                       # doctest: +SKIP
 """
 
@@ -60,16 +78,20 @@ class PollServer(CellService):
     """
 
     def __init__(self, chat: Any, host: str = "127.0.0.1", port: int = 0, *, history: int = 1000,
-                 max_wait: float = 60, idle_timeout: float = 30) -> None:
+                 max_wait: float = 60, idle_timeout: float = 30, heartbeat: float = 15,
+                 retry_ms: int | None = 1000) -> None:
         self.chat = chat
         self.host, self.port = host, port
         self.max_wait, self.idle_timeout = max_wait, idle_timeout
+        self.heartbeat, self.retry_ms = heartbeat, retry_ms
         self.messages: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
-        self.stats = {"connections": 0, "requests": 0, "bytes_in": 0, "bytes_out": 0}
+        self.stats = {"connections": 0, "requests": 0, "bytes_in": 0, "bytes_out": 0, "streams": 0,
+                      "heartbeats": 0}
         self._server: asyncio.Server | None = None
         self._news: asyncio.Event | None = None    # set (then replaced) whenever a message arrives
         self._tasks: set[asyncio.Task[None]] = set()
         self._parked = 0                           # long polls waiting for news right now
+        self._streaming = 0                        # event streams open right now
 
     # -- the public face ----------------------------------------------------
 
@@ -78,6 +100,16 @@ class PollServer(CellService):
         """The endpoint, e.g. ``http://127.0.0.1:40123/poll``."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}/poll"
+
+    @property
+    def events_url(self) -> str:
+        """The server-sent events endpoint, e.g. ``http://127.0.0.1:40123/events``."""
+        return self.url.removesuffix("/poll") + "/events"
+
+    @property
+    def streams(self) -> int:
+        """How many event streams (GET /events) are open right now."""
+        return self._streaming
 
     @property
     def parked(self) -> int:
@@ -195,7 +227,7 @@ class PollServer(CellService):
                     return
                 self.stats["requests"] += 1
                 self.stats["bytes_in"] += len(raw)
-                keep_alive = await self._handle_request(raw, writer)
+                keep_alive = await self._handle_request(raw, writer, reader)
                 if not keep_alive:
                     return
         except (ConnectionError, asyncio.CancelledError):
@@ -204,7 +236,8 @@ class PollServer(CellService):
             self._tasks.discard(task)
             writer.close()
 
-    async def _handle_request(self, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _handle_request(self, raw: bytes, writer: asyncio.StreamWriter,
+                              reader: asyncio.StreamReader | None = None) -> bool:
         """Answer one request; return whether the connection stays open."""
         try:
             head = parse_head(raw)
@@ -227,10 +260,20 @@ class PollServer(CellService):
         if head.method not in ("GET", "HEAD"):
             await self._respond(writer, 405, {"error": "use GET"}, keep_alive, extra=[("Allow", "GET, HEAD")])
             return keep_alive
-        if url.path != "/poll":
-            await self._respond(writer, 404, {"error": "not found: try GET /poll?since=0"}, keep_alive)
-            return keep_alive
         query = urllib.parse.parse_qs(url.query)
+        if url.path == "/events":
+            try:
+                since = int(query.get("since", ["0"])[0])
+            except ValueError:
+                await self._respond(writer, 400, {"error": "since must be an integer"}, keep_alive)
+                return keep_alive
+            resume = _event_id(head.headers.get("Last-Event-ID"))
+            await self._stream(writer, reader, since if resume is None else resume, head.method == "HEAD")
+            return False           # the body ended by closing: nothing more on this connection
+        if url.path != "/poll":
+            await self._respond(writer, 404, {"error": "not found: try GET /poll?since=0 or GET /events"},
+                                keep_alive)
+            return keep_alive
         try:
             since = int(query.get("since", ["0"])[0])
             wait = min(float(query.get("wait", ["0"])[0]), self.max_wait)
@@ -263,6 +306,79 @@ class PollServer(CellService):
         await writer.drain()
 
 
+    async def _stream(self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader | None, last: int,
+                      head_only: bool) -> None:
+        """GET /events: a text/event-stream of every message with an id above ``last``, until either side ends it."""
+        headers = [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Server", SERVER_NAME),
+            ("Content-Type", "text/event-stream"),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),           # no Content-Length: the body ends when the connection does
+        ]
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n"
+        await self._write(writer, head.encode("ascii"))
+        if head_only:
+            return
+        if self.retry_ms is not None:           # how long the browser waits before it reconnects
+            await self._write(writer, f"retry: {self.retry_ms}\n\n".encode())
+        self.stats["streams"] += 1
+        self._streaming += 1
+        gone = asyncio.ensure_future(reader.read(1)) if reader is not None else None   # b"": the client hung up
+        loop = asyncio.get_running_loop()
+        try:
+            quiet_since = loop.time()
+            while True:
+                found = self.since(last)
+                if found:
+                    await self._write(writer, b"".join(sse_event(m) for m in found))
+                    last, quiet_since = found[-1]["id"], loop.time()
+                    continue
+                remaining = quiet_since + self.heartbeat - loop.time()
+                if remaining <= 0:
+                    self.stats["heartbeats"] += 1
+                    await self._write(writer, HEARTBEAT)
+                    quiet_since = loop.time()
+                    continue
+                news = asyncio.ensure_future(self._news.wait()) if self._news is not None else None
+                waiting = {t for t in (news, gone) if t is not None}
+                if not waiting:
+                    return
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if news is not None and not news.done():
+                    news.cancel()
+                if gone is not None and gone.done():
+                    return                       # the client closed (or sent bytes it must not send here)
+        finally:
+            self._streaming -= 1
+            if gone is not None and not gone.done():
+                gone.cancel()
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        self.stats["bytes_out"] += len(data)
+        writer.write(data)
+        await writer.drain()
+
+
+HEARTBEAT = b": heartbeat\n\n"
+"""What an event stream sends when nothing has been said for ``heartbeat`` seconds: a comment, which
+EventSource ignores (a line that starts with a colon)."""
+
+
+def sse_event(message: dict[str, Any]) -> bytes:
+    """One chat message as a server-sent event: its id, its JSON on one data line, a blank line."""
+    data = json.dumps(message, ensure_ascii=False)     # JSON has no raw newline, so one data: line suffices
+    return f"id: {message['id']}\ndata: {data}\n\n".encode()
+
+
+def _event_id(value: str | None) -> int | None:
+    """A Last-Event-ID header as a message id, or None (absent, or not one of ours)."""
+    try:
+        return int(value.strip()) if value is not None else None
+    except ValueError:
+        return None
+
+
 def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -270,4 +386,4 @@ def _loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-__all__ = ["PollServer", "MAX_HEAD"]
+__all__ = ["HEARTBEAT", "MAX_HEAD", "PollServer", "sse_event"]

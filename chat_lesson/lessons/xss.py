@@ -2,9 +2,9 @@
 
 :func:`browser_xss` opens pages in headless Chromium (see
 :mod:`chat_lesson.browser`), has "mallory" post :data:`XSS` from a script,
-and reports whether the page ran it: :data:`INNER_HTML_PAGE` pastes messages
-into the page as HTML, as the Go original's client did (``v-html``); the
-course's client sets ``textContent``.
+and reports whether the page ran it: :data:`INNER_HTML_PAGE`, a page of our
+own, inserts messages into the page as HTML, which is what the Go original's
+client does with ``v-html``; the course's client sets ``textContent``.
 """
 
 from __future__ import annotations
@@ -32,29 +32,29 @@ def is_chat_message(raw: str | bytes) -> bool:
 
 XSS = '<img src=x onerror="window.__pwned=1">'
 
-# A page that renders messages the way the Go original's Vue client does:
-# username and message pasted into the page as HTML (its v-html).  Served from
-# a temporary folder by the server under test, so it is same-origin with /ws.
+# A page of our own that trusts what it receives: it builds each line of the
+# log as a string of HTML and hands it to innerHTML, which is what a client
+# does when it renders messages with Vue's v-html (as the Go original's does).
+# Served from a temporary folder by the server under test, so it is
+# same-origin with /ws.
 INNER_HTML_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>renders with innerHTML, like v-html</title></head>
+<html><head><meta charset="utf-8"><title>a page that trusts HTML</title></head>
 <body>
-<div id="log"></div>
+<section id="log"></section>
 <script>
 window.__pwned = 0; window.__open = 0; window.__received = 0;
-var ws = new WebSocket("ws://" + location.host + "/ws");     // no subprotocol: a legacy client
-ws.onopen = function () { window.__open = 1; };
-ws.onmessage = function (e) {
-  var msg = JSON.parse(e.data);
-  if (msg.type && msg.type !== "message") return;
-  // The original: chatContent += '<div class="chip">' + msg.username + '</div>' + msg.message
-  document.getElementById("log").innerHTML +=
-      '<div class="chip">' + msg.username + '</div>' + msg.message + '<br/>';
+var socket = new WebSocket("ws://" + location.host + "/ws");  // no subprotocol: a legacy client
+socket.onopen = function () { window.__open = 1; };
+socket.onmessage = function (event) {
+  var data = JSON.parse(event.data);
+  if (data.type && data.type !== "message") return;            // our server's other events
+  var line = "<p><b>" + data.username + ":</b> " + data.message + "</p>";
+  document.getElementById("log").insertAdjacentHTML("beforeend", line);   // parsed as HTML: the flaw
   window.__received += 1;
 };
 </script>
 </body></html>
 """
-
 
 
 @dataclasses.dataclass
@@ -88,7 +88,7 @@ def _run_in_browser(targets: Sequence[tuple[str, str, str, str]], message: str, 
         try:
             for label, page_url, ws_url, kind in targets:
                 page = browser.new_context().new_page()
-                page.set_default_timeout(10_000)
+                page.set_default_timeout(20_000)          # a loaded machine: be patient
                 page.goto(page_url)
                 if kind == "ours":      # our static client: join as "victim" first
                     page.fill("#username", "victim")

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["#", "t (ms)", "conn", "dir", "FIN", "RSV1", "opcode", "MASK", "key", "len", "form", "hdr",
            "payload", "inflated"]
+HTML_FIELDS = COLUMNS.index("payload")      # in HTML the header fields are columns; payload and inflated go under them
+HTML_PREVIEW = 400                          # characters of payload (and of the inflated message) in the HTML table
 
 
 def _row(f: FrameRecord) -> list[str]:
@@ -69,17 +71,37 @@ class FrameTable:
         return str(self)
 
     def _repr_html_(self) -> str:
-        style = "font-family:monospace;font-size:12px;border-collapse:collapse"
-        cell = "padding:1px 6px;border-bottom:1px solid rgba(128,128,128,.25);white-space:pre;text-align:left"
+        """One row of header fields per frame, and the payload on a line of its own under it, wrapped.
+
+        The payload and the inflated message get the table's whole width
+        (``HTML_PREVIEW`` characters at most, wrapped anywhere), so a long
+        message never pushes the table past the notebook's edge.
+        """
+        style = "font-family:monospace;font-size:12px;border-collapse:collapse;max-width:100%"
+        cell = "padding:1px 6px;white-space:pre;text-align:left"
+        line = "border-bottom:1px solid rgba(128,128,128,.25)"
+        wrap = ("padding:0 6px 3px 2.5em;text-align:left;white-space:pre-wrap;overflow-wrap:anywhere;"
+                "word-break:break-all")
         tint = {"c2s": "rgba(66,133,244,.08)", "s2c": "rgba(52,168,83,.08)"}
-        head = "".join(f'<th style="{cell}">{html.escape(c)}</th>' for c in COLUMNS)
-        body = "".join(
-            f'<tr style="background:{tint[f.direction]}">'
-            + "".join(f'<td style="{cell}">{html.escape(c)}</td>' for c in _row(f)) + "</tr>"
-            for f in self.rows)
+        fields = COLUMNS[:HTML_FIELDS]
+        head = "".join(f'<th style="{cell};{line}">{html.escape(c)}</th>' for c in fields)
+        body = []
+        for f in self.rows:
+            cells = _row(f)[:HTML_FIELDS]
+            payload, inflated = f.preview(HTML_PREVIEW), f.inflated_preview(HTML_PREVIEW)
+            lines = [f"payload: {payload}"] if payload else []
+            if inflated:
+                lines.append(f"inflated: {inflated}")
+            top = cell if lines else f"{cell};{line}"      # the line under a frame goes under its last row
+            body.append(f'<tr style="background:{tint[f.direction]}">'
+                        + "".join(f'<td style="{top}">{html.escape(c)}</td>' for c in cells) + "</tr>")
+            if lines:
+                body.append(f'<tr style="background:{tint[f.direction]}"><td colspan="{len(fields)}" '
+                            f'style="{wrap};{line}">{html.escape(chr(10).join(lines))}</td></tr>')
         caption = f"<caption style='text-align:left'>{html.escape(self.caption)}</caption>" if self.caption else ""
-        empty = "" if self.rows else f'<tr><td colspan="{len(COLUMNS)}" style="{cell}">(no frames yet)</td></tr>'
-        return f'<table style="{style}">{caption}<thead><tr>{head}</tr></thead><tbody>{body}{empty}</tbody></table>'
+        empty = "" if self.rows else f'<tr><td colspan="{len(fields)}" style="{cell}">(no frames yet)</td></tr>'
+        return (f'<table style="{style}">{caption}<thead><tr>{head}</tr></thead>'
+                f'<tbody>{"".join(body)}{empty}</tbody></table>')
 
 
 class Source(Protocol):
