@@ -27,6 +27,9 @@ def serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--static", default=None, metavar="DIR", help="serve this folder instead of the course's static/")
     p.add_argument("--history-file", default=None, metavar="PATH",
                    help="keep messages in this SQLite file, so a restart replays them (e.g. chat-history.sqlite3)")
+    p.add_argument("--broker", default=None, metavar="URL",
+                   help="join other servers in one room through Redis, e.g. redis://127.0.0.1:6379/0 "
+                        "(needs the redis package: pip install 'chat_lesson[scale]')")
     p.add_argument("-v", "--verbose", action="store_true", help="log every join, leave and refusal")
 
 
@@ -40,7 +43,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = ChatServer(
         args.host, args.port, origins=args.origin, allow_hosts=args.allow_host, **limits,
         compression=None if args.no_compression else "deflate", static=args.static,
-        history_file=args.history_file,
+        history_file=args.history_file, broker=args.broker,
     )
     await server.serve_forever()
 

@@ -65,3 +65,20 @@ def test_classroom_drops_no_student():
     assert f["restart"]["of"] == 25 and f["restart"]["back"] == 25
     assert [t["met"] for t in f["targets"]][0] is True and len(f["targets"]) == 4
     assert f["command"].startswith("python -m chat_lesson.bench classroom")
+
+
+def test_scaleout_joins_two_processes_and_loses_nothing():
+    pytest.importorskip("redis", reason="the broker needs the redis package")
+    from helpers import unavailable
+
+    from chat_lesson.lessons.lesson08 import which_nginx, which_redis
+
+    if which_redis() is None or which_nginx() is None:
+        unavailable("bench scaleout needs redis-server and nginx: apt-get install redis-server nginx")
+    f = bench("scaleout", "--clients", "8", "--rate", "50", "--seconds", "1", "--messages", "30",
+              "--failover-clients", "6")
+    one, two = f["rows"]
+    assert one["processes"] == 1 and two["processes"] == 2
+    assert one["lost"] == two["lost"] == 0 and one["max_lost"] == two["max_lost"] == 0
+    assert two["deliveries"] == 8 * 50 and two["us_per_delivery"] is not None
+    assert f["failover_lost"] == 0 and f["failover_duplicates"] == 0 and f["failover_moved"] >= 1

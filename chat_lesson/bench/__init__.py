@@ -7,6 +7,7 @@
     python -m chat_lesson.bench slow --clients 100 --rate 200
     python -m chat_lesson.bench churn --connections 1000
     python -m chat_lesson.bench classroom
+    python -m chat_lesson.bench scaleout --clients 500 --rate 200
 
 The server runs in its own process (``--server ours`` is ChatServer,
 ``--server baseline`` is the plain websockets relay below, ``--url`` any
@@ -36,7 +37,7 @@ from typing import Any
 
 from ..chat.server import raise_fd_limit
 from ..protocol import frames, handshake
-from . import classroom
+from . import classroom, scaleout
 from .load import Job, open_lean, percentile, worker_main
 
 # /proc/PID/stat counts CPU time in clock ticks (Linux only; bench says so elsewhere)
@@ -275,7 +276,7 @@ def bench_churn(args: argparse.Namespace, server: ServerProcess) -> dict[str, An
 
 
 BENCHES = {"fanout": bench_fanout, "paced": bench_paced, "idle": bench_idle, "slow": bench_slow, "churn": bench_churn,
-           "classroom": classroom.bench_classroom}
+           "classroom": classroom.bench_classroom, "scaleout": scaleout.bench_scaleout}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -312,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
     churn_p.add_argument("--in-flight", type=int, default=64)
     churn_p.add_argument("--reset-every", type=int, default=10, help="every Nth connection resets mid-handshake")
     classroom.add_parser(sub)
+    scaleout.add_parser(sub)
     rep = sub.add_parser("report", help="run the standard set and write docs/benchmarks.md (a few minutes)")
     rep.add_argument("--out", default="docs")
     base = sub.add_parser("_baseline", help=argparse.SUPPRESS)
@@ -354,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = classroom.SERVER_ARGS          # the real limits, pings included: the students answer them
     elif args.bench != "idle":
         extra += ["--ping-interval", "0"]    # the load clients skip frames they need not parse, pings included
+    if args.bench == "scaleout":                 # starts its own servers (and Redis, and nginx)
+        figures = {"bench": "scaleout", **scaleout.bench_scaleout(args), "command": command_line(argv)}
+        print(json.dumps(figures) if args.json else f"{figures['command']}\n{scaleout.render(figures)}")
+        return 0
     server = ExternalServer(args.url, args.pid) if args.url else ServerProcess(args.server, args.compression, extra)
     try:
         figures = {"bench": args.bench, "server": "url" if args.url else args.server, **BENCHES[args.bench](args, server)}

@@ -336,6 +336,7 @@ class Room:
         self.backplane = False
         self._remote: dict[int, dict[int, Event]] = {}      # node -> member id -> presence entry
         self._remote_names: dict[str, int] = {}            # skeleton -> member id, on another server
+        self._heard = 0                                    # the largest message id heard from the backplane
 
     # -- who is here ------------------------------------------------------------
 
@@ -669,13 +670,26 @@ class Room:
     def use_backplane(self, node: int, span: int = 1_000_000) -> None:
         """Let a broker number messages; member ids become ``node * span + n``, unique across servers."""
         self.backplane = True
+        self._heard = self.history.next_id() - 1          # the last message id kept: no query per message
         self._member_ids = itertools.count(node * span + 1)
 
     def local_numbering(self, on: bool) -> None:
         """The broker is down (``on``): number messages here again, after the last id seen; or back up."""
         self.backplane = not on
         if on:
-            self._message_ids = itertools.count(self.history.next_id())
+            self._message_ids = itertools.count(max(self._heard, self.history.next_id() - 1) + 1)
+
+    @property
+    def last_id(self) -> int:
+        """The largest message id this room has numbered or heard."""
+        return max(self._heard, self.history.next_id() - 1)
+
+    def number(self, event: Event) -> Event:
+        """Number and keep a message the backplane could not (it is down): after the last id seen."""
+        event["id"] = self._heard = next(self._message_ids)
+        if self.limits.history:
+            self.history.append(event)
+        return event
 
     def heard(self, event: Event, node: int | None = None) -> None:
         """An event the backplane delivered: from server ``node``, None when it is this server's own.
@@ -686,8 +700,11 @@ class Room:
         """
         kind = event.get("type")
         if kind == "message":
-            if isinstance(event.get("id"), int) and event["id"] >= self.history.next_id():
-                self.history.append(event)
+            number = event.get("id")
+            if isinstance(number, int) and number > self._heard:      # (an outage's replay may repeat some)
+                self._heard = number
+                if self.limits.history:
+                    self.history.append(event)
             return
         if node is None:
             return

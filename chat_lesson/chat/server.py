@@ -526,7 +526,7 @@ class ChatServer(CellService):
         broker.on_event, broker.on_control = self._heard, self._broker_control
         broker.on_state, broker.on_dead = self._broker_state, self._broker_dead
         broker.members = lambda: [m.entry() for m in self.room.members if m.username is not None and m.announced]
-        broker.last_id = lambda: self.room.history.next_id() - 1
+        broker.last_id = lambda: self.room.last_id
         broker.mirror = self.room.history.recent
         state = await broker.start()
         self.room.secret = await broker.claim_secret(self.room.secret)
@@ -564,8 +564,7 @@ class ChatServer(CellService):
 
     def _local(self, event: dict[str, Any], audience: Any) -> None:
         if event["type"] == "message" and event.get("id") is None:
-            event["id"] = self.room.history.next_id()
-            self.room.history.append(event)
+            self.room.number(event)
         self._broadcast(event, skip=audience.member if isinstance(audience, Others) else None)
 
     def _heard(self, node: int, event: dict[str, Any]) -> None:

@@ -132,6 +132,7 @@ LESSON_MODULES = {
     "05": "chat_lesson.lessons.lesson05",
     "06": "chat_lesson.lessons.lesson06",
     "07": "chat_lesson.lessons.lesson07",
+    "08": "chat_lesson.lessons.lesson08",
 }
 """Where each lesson's exercises are registered: the id's first two characters name the lesson."""
 
