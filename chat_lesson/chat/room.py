@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import itertools
-import json
 import logging
 import secrets
 import time
@@ -51,8 +49,10 @@ from datetime import datetime, UTC
 from typing import Any
 from collections.abc import Callable
 
+from .budgets import Budget, TokenBucket, is_loopback
 from .history import History
-from .names import RESERVED, BadName, check_name, skeleton
+from .inputs import TEACHER_COMMANDS, ChatError, check_username, parse_input
+from .names import RESERVED, skeleton
 from .quietlog import quiet
 from .wire import DEFAULTS, Limits
 
@@ -80,14 +80,6 @@ class Others:
     member: Member
 
 
-class ChatError(ValueError):
-    """A client's mistake, answered with an ``error`` event; ``code`` is machine-readable."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-
-
 def avatar_hash(email: str) -> str:
     """Gravatar's hash: MD5 hex of the trimmed, lower-cased address ('' when none).
 
@@ -101,58 +93,6 @@ def avatar_hash(email: str) -> str:
 def now_iso() -> str:
     """The current UTC time as ISO 8601 with milliseconds, e.g. 2026-11-26T04:41:34.123Z."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class TokenBucket:
-    """Allow ``rate`` events per second on average, and bursts of up to ``burst``.
-
-    The bucket holds up to ``burst`` tokens and refills continuously at ``rate``
-    tokens per second; each event takes one token, and an event that finds the
-    bucket empty is refused.  ``clock`` is injectable so a test needs no sleep.
-    """
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = float(burst)
-        self.stamp = clock()
-
-    def _refill(self) -> None:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def take(self, cost: float = 1) -> bool:
-        """Spend ``cost`` tokens if the bucket holds them (a message: 1; bytes: its size)."""
-        self._refill()
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-    def empty(self) -> None:
-        """Spend everything: the next event waits for the refill."""
-        self._refill()
-        self.tokens = 0.0
-
-    def full(self) -> bool:
-        """True when the bucket has refilled: forgetting it then changes nothing."""
-        self._refill()
-        return self.tokens >= self.burst
-
-
-def is_loopback(address: str) -> bool:
-    """True for this machine's own address as a client uses it (127.0.0.1, ::1), and for none at all.
-
-    The other 127.x.y.z addresses also reach this machine, but they count as
-    other machines: that is how the tests play a whole class on one computer.
-    """
-    if not address:
-        return True
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return ip in (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
 
 
 @dataclasses.dataclass(eq=False)
@@ -188,21 +128,6 @@ class Member:
         return f"<Member {self.id} {self.username or '(not joined)'}{' legacy' if self.legacy else ''}>"
 
 
-@dataclasses.dataclass(eq=False)
-class Budget:
-    """What one address may still do: shared by every connection from it."""
-
-    messages: TokenBucket | None
-    renames: TokenBucket
-    connects: TokenBucket | None
-    data: TokenBucket | None = None           # bytes of chat text
-    connections: int = 0
-
-    def idle(self) -> bool:
-        buckets = (self.messages, self.renames, self.connects, self.data)
-        return self.connections == 0 and all(b is None or b.full() for b in buckets)
-
-
 @dataclasses.dataclass
 class Stats:
     """Counters a lesson can watch; read them with ``server.stats``."""
@@ -220,87 +145,6 @@ class Stats:
 Out = tuple["Member | _Everyone | Others", Event]
 
 
-def _text(value: Any, field: str) -> str:
-    """``value`` if it is a string that UTF-8 can carry (a lone surrogate such as "\\ud800" cannot)."""
-    if not isinstance(value, str):
-        raise ChatError("bad_field", f"{field} must be a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ChatError("bad_field", f"{field} holds a lone surrogate (half of a UTF-16 pair), which is not text") from None
-    return value
-
-
-def check_username(value: Any, limit: int = DEFAULTS.max_username) -> str:
-    try:
-        return check_name(_text(value, "username"), limit)
-    except BadName as why:
-        raise ChatError("bad_name", f"this name cannot be used: {why}") from None
-
-
-def check_email(value: Any) -> str:
-    if value is None:
-        return ""
-    value = _text(value, "email")
-    if len(value) > 254:
-        raise ChatError("bad_field", "email must be a string of at most 254 characters")
-    return value
-
-
-def parse_input(raw: str | bytes, max_text: int = DEFAULTS.max_message,
-                max_username: int = DEFAULTS.max_username) -> dict[str, Any]:
-    """Validate one client frame and return it as a dict with a ``type``.
-
-    Accepts the Go original's ``{"username", "email", "message"}`` (type
-    ``message``), our ``{"type": "join", "username", "email"}``, a ``rename``,
-    and the teacher's commands (``kick``, ``mute``, ``unmute``, ``ban``,
-    ``lock``, ``unlock``, ``clear``).
-    """
-    if isinstance(raw, bytes):
-        raise ChatError("bad_frame", "send JSON in a text frame, not a binary frame")
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise ChatError("bad_json", f"not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ChatError("bad_json", "JSON nested too deeply") from None
-    if not isinstance(data, dict):
-        raise ChatError("bad_json", "expected a JSON object like {\"username\": ..., \"message\": ...}")
-    kind = data.get("type", "message")
-    if kind == "join":
-        secret = data.get("teacher")
-        return {"type": "join", "username": check_username(data.get("username"), max_username),
-                "email": check_email(data.get("email")),
-                "teacher": _text(secret, "teacher") if secret is not None else None}
-    if kind == "rename":
-        return {"type": "rename", "username": check_username(data.get("username"), max_username)}
-    if kind in TEACHER_COMMANDS:
-        target = data.get("target")
-        if kind in ("kick", "mute", "unmute", "ban") and (not isinstance(target, int) or isinstance(target, bool)):
-            raise ChatError("bad_field", f"{kind} needs a target: the id of a person in the room")
-        seconds = data.get("seconds")
-        if seconds is not None and (not isinstance(seconds, (int, float)) or isinstance(seconds, bool)
-                                    or not 0 < seconds <= 86400):
-            raise ChatError("bad_field", "seconds must be a number from 1 to 86400")
-        return {"type": kind, "target": target, "seconds": seconds}
-    if kind == "resume":
-        last = data.get("last")
-        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
-            raise ChatError("bad_field", "resume needs last: the id of the last message you have (0 for none)")
-        return {"type": "resume", "last": last}
-    if kind != "message":
-        raise ChatError("bad_field", f"unknown type {str(kind)[:40]!r}: use 'join', 'rename' or 'message'")
-    text = _text(data.get("message"), "message")
-    if not text.strip():
-        raise ChatError("bad_field", "message must be a non-empty string")
-    if len(text.encode()) > max_text:
-        raise ChatError("too_long", f"message is longer than {max_text} bytes")
-    name = data.get("username")
-    return {"type": "message", "username": name if isinstance(name, str) else None,
-            "email": check_email(data.get("email")), "message": text}
-
-
-TEACHER_COMMANDS = ("kick", "mute", "unmute", "ban", "lock", "unlock", "clear")
 KICKED, BANNED = 4001, 4003           # close codes in the private range 4000-4999 (RFC 6455 §7.4.2)
 FLOOD_STRIKES = 50                    # frames over budget in a row before a connection is closed (1008)
 
