@@ -129,6 +129,19 @@ class ServerProcess:
 # -- lean clients ------------------------------------------------------------------
 
 
+def gather(procs: list[Any], results: list[dict[str, Any]], t0: int) -> tuple[list[int], int, float]:
+    """Join the worker processes and pool their results: (latencies in ns, deliveries, seconds since ``t0``)."""
+    for p in procs:
+        p.join(10)
+    errors = [r["error"] for r in results if r["error"]]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    lat = [x for r in results for x in array.array("q", r["latencies"])]
+    received = sum(r["received"] for r in results)
+    last = max(r["last"] for r in results) or time.monotonic_ns()
+    return lat, received, (last - t0) / 1e9
+
+
 def run_load(args: argparse.Namespace, server: ServerProcess, stuck: int = 0) -> dict[str, Any]:
     """N clients over W worker processes; S senders in worker 0; returns the figures."""
     workers = max(1, min(args.workers, args.clients))
@@ -150,15 +163,7 @@ def run_load(args: argparse.Namespace, server: ServerProcess, stuck: int = 0) ->
     barrier.wait(timeout=30)
     results = [out.get(timeout=args.timeout + 60) for _ in procs]
     cpu1, rss1 = server.cpu(), server.rss()
-    for p in procs:
-        p.join(10)
-    errors = [r["error"] for r in results if r["error"]]
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    lat = [x for r in results for x in array.array("q", r["latencies"])]
-    received = sum(r["received"] for r in results)
-    last = max(r["last"] for r in results) or time.monotonic_ns()
-    seconds = (last - t0) / 1e9
+    lat, received, seconds = gather(procs, results, t0)
     return {
         "clients": args.clients, "senders": args.senders, "messages": expected, "size": args.size,
         "compression": args.compression, "deliveries": received, "lost": expected * args.clients - received,

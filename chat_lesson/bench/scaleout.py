@@ -20,7 +20,6 @@ lost and duplicated messages are counted over every client.
 from __future__ import annotations
 
 import argparse
-import array
 import multiprocessing as mp
 import time
 from typing import Any
@@ -52,15 +51,9 @@ def run_spread(args: argparse.Namespace, servers: list[Any], rate: float, messag
     results = [out.get(timeout=args.timeout + 60) for _ in procs]
     cpu1 = [s.cpu() for s in servers]
     other1 = [_cpu(pid) for pid in extra_pids]
-    for p in procs:
-        p.join(10)
-    errors = [r["error"] for r in results if r["error"]]
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    lat = [x for r in results for x in array.array("q", r["latencies"])]
-    received = sum(r["received"] for r in results)
-    last = max(r["last"] for r in results) or time.monotonic_ns()
-    seconds = (last - t0) / 1e9
+    from . import gather                               # the package imports this module: import late
+
+    lat, received, seconds = gather(procs, results, t0)
     cpu = sum(b - a for a, b in zip(cpu0, cpu1))
     return {
         "processes": len(servers), "clients": args.clients, "rate": rate or "max", "messages": messages,
