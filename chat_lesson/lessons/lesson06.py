@@ -228,6 +228,7 @@ async def flood(server: Any, seconds: float = 1.0, listeners: int = 2, settle: f
                 await asyncio.sleep(0)   # let the readers run, as a real client's loop would
     except ConnectionClosed:
         pass                             # the server closed the flooder
+    last = max(last, time.monotonic())   # the quiet period counts from the flood's end, not its start
     try:
         async with asyncio.timeout(10):
             while time.monotonic() - last < settle:
