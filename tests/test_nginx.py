@@ -224,6 +224,8 @@ def test_graceful_drain_moves_clients(url, ca):
         await talk
         try:
             await until(lambda: all(len(c.messages) >= 40 for c in clients), timeout=15, what="every message everywhere")
+            # A mover may have had all 40 through A before A closed it: wait for its close and its move too.
+            await until(lambda: all(c.closes and c.node != node_a for c in movers), timeout=15, what="the movers moved")
         except TimeoutError:
             raise AssertionError([(c.username, len(c.messages), c.closes, c.node_ids) for c in clients]) from None
         _check_nothing_lost(clients, 40)
