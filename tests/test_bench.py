@@ -56,10 +56,12 @@ def test_churn_serves_everyone_and_leaks_no_file():
 
 def test_classroom_drops_no_student():
     f = bench("classroom", "--seconds", "1", "--students", "5", "--storm", "20", "--settle-timeout", "30")
-    assert [r["phase"] for r in f["phases"]][0] == "quiet" and len(f["phases"]) == 7    # quiet, 5 attacks, restart
+    names = [r["phase"] for r in f["phases"]]
+    assert names[0] == "quiet" and len(names) == 8 and names[6] == "25 online, before the restart"   # quiet, 5 attacks, ...
+    assert f["phases"][7]["p99_vs_same_room"] > 0 and f["phases"][6]["baseline"]
     for r in f["phases"]:
         assert {"students_dropped", "p50_ms", "p99_ms", "p99_vs_quiet", "samples", "server_cpu_pct",
-                "rss_growth_mib", "attacker", "attacker_stopped", "attacker_counts"} <= set(r)
+                "rss_growth_mib", "attacker", "attacker_stopped", "attacker_counts", "baseline"} <= set(r)
         assert r["students_dropped"] == 0, r
     assert all(r["attacker"] for r in f["phases"][1:6])
     assert f["restart"]["of"] == 25 and f["restart"]["back"] == 25

@@ -466,7 +466,7 @@ class Room:
     def tick(self) -> list[Out]:
         """Announce those who have stayed ``announce_after`` seconds, at most ``announce_rate`` a second.
 
-        The server calls this a few times a second.  A connection that comes
+        The server calls this once a second.  A connection that comes
         and goes within the delay costs the class nothing, and a crowd that
         arrives at once (a restart, a reload of the whole class) is announced
         as a trickle, not a flood that would queue ahead of everyone's

@@ -24,7 +24,7 @@ import os
 import socket
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from collections.abc import Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -96,6 +96,15 @@ def deflate_extension() -> list[ServerPerMessageDeflateFactory]:
     return [ServerPerMessageDeflateFactory(server_no_context_takeover=True, client_no_context_takeover=True,
                                            server_max_window_bits=12,
                                            client_max_window_bits=12, compress_settings={"memLevel": 5})]
+
+
+class Pending(NamedTuple):
+    """One broadcast waiting for the end of the loop turn (``ChatServer._flush``)."""
+
+    frame: bytes                   # the event, encoded once for every modern client
+    legacy: bytes | None           # what a legacy client gets of it (messages only)
+    news: bool                     # a join, leave or rename: a reader that is behind may miss it
+    skip: Member | None            # everyone but this member (a newcomer already told of its own join)
 
 
 def text_frame(event: dict[str, Any]) -> bytes:
@@ -204,7 +213,7 @@ class ChatServer(CellService):
         self._ticker: asyncio.Future[None] | None = None
         self._stalled: dict[Member, tuple[float, int]] = {}     # since when, and how much, unsent bytes wait
         self._behind: set[Member] = set()                          # skipped the room's news while backed up
-        self._pending: list[tuple[bytes, bytes | None, bool]] = []   # (frame, legacy frame, is news) per broadcast
+        self._pending: list[Pending] = []        # what this loop turn broadcast: one write per client at its end
         self.broker_url, self.broker_beat = broker, broker_beat    # None: one process, the room in memory
         self._broker: Any = None                                    # a chat.broker.Broker while running with one
         self._skips: set[int] = set()                               # members who heard their own join already
@@ -618,42 +627,44 @@ class ChatServer(CellService):
     # -- sending: never wait for a client ------------------------------------
 
     def _broadcast(self, event: dict[str, Any], skip: Member | None = None) -> None:
-        """Send ``event`` to every client, encoding it once per audience.
+        """Send ``event`` to every client (but ``skip``), encoding it once.
 
         The frames wait in ``_pending`` until the end of this turn of the
-        event loop (``_flush``), so the events of one turn go out in one write.
+        event loop (``_flush``), so the events of one turn go out in one write
+        per client, announcements of newcomers included: after a restart a
+        student's first message comes with its join, and the room announces
+        a crowd several at a time; a write pass for each would queue the
+        messages behind hundreds of system calls (``bench classroom``).
         """
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception as error:          # a lesson's listener that broke must not close the sender (1011)
                 log.warning("listener %r raised %r", listener, error)
-        if skip is not None:                      # everyone but one: not batched (announcements trickle in)
-            self._flush()
-            frame = text_frame(event)
-            for member in list(self._connections):
-                if member is not skip and not member.legacy:
-                    self._write(member, frame)
-            return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append((text_frame(event), legacy_frame(event), event["type"] in NEWS))
+        self._pending.append(Pending(text_frame(event), legacy_frame(event), event["type"] in NEWS, skip))
 
     def _flush(self) -> None:
         """Write everything broadcast during this loop turn: one write per client."""
         pending, self._pending = self._pending, []
         if not pending:       # already flushed by _send
             return
-        modern = b"".join(m for m, _, _ in pending)
-        legacy = [frame for _, frame, _ in pending if frame is not None]
+        modern = b"".join(p.frame for p in pending)
+        legacy = [p.legacy for p in pending if p.legacy is not None]
         legacy_data = b"".join(legacy)
-        essential = [m for m, _, news in pending if not news]      # all but joins, leaves and renames
-        essential_data = b"".join(essential)
+        essential = [p for p in pending if not p.news]      # all but joins, leaves and renames
+        essential_data = b"".join(p.frame for p in essential)
+        skipped = {p.skip for p in pending if p.skip is not None}
         behind = self.limits.max_buffer // 4
         for member, connection in list(self._connections.items()):
             if member.legacy:
                 if legacy:
                     self._write(member, legacy_data, len(legacy))
+            elif member in skipped:                 # rare: a newcomer is not told of its own join twice
+                mine = [p.frame for p in pending if p.skip is not member]
+                if mine:
+                    self._write(member, b"".join(mine), len(mine))
             elif len(essential) < len(pending) and unsent(connection) > behind:
                 # A reader that is behind gets the messages and the teacher's actions, not the room's
                 # news (joins, leaves, renames): those must never be what pushes a student over
@@ -696,8 +707,12 @@ class ChatServer(CellService):
         self._stalled.pop(member, None)
         log.warning("closed connection %d (%r): it stopped reading, %s", member.id, member.username, why)
 
-    async def _tick(self, every: float = 0.2) -> None:
-        """Let the room announce newcomers who have stayed (``Room.tick``), a few times a second."""
+    async def _tick(self, every: float = 1.0) -> None:
+        """Let the room announce newcomers who have stayed (``Room.tick``), once a second.
+
+        Each tick's announcements go out in one write per client; ticking
+        more often would only add write passes for messages to queue behind.
+        """
         while True:
             await asyncio.sleep(every)
             self._deliver(self.room.tick())
