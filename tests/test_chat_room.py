@@ -312,6 +312,18 @@ def test_connections_are_budgeted_per_address_not_per_connection():
     assert room.admit("10.0.0.5") is None
 
 
+def test_an_address_in_a_reconnect_loop_is_looping_after_one_refusal_until_its_budget_refills():
+    room, clock = make_room(connect_rate=1, connect_burst=2, max_per_address=100)
+    assert not room.looping("10.0.0.5")                           # unknown: a first visit is never refused early
+    assert room.admit("10.0.0.5") is None and room.admit("10.0.0.5") is None
+    assert not room.looping("10.0.0.5")                           # empty, but not told yet: its 503 comes first
+    assert "too many new connections" in room.admit("10.0.0.5")
+    assert room.looping("10.0.0.5") and not room.looping("10.0.0.6")
+    clock.t += 1                                                  # a token back: judged at the handshake again
+    assert not room.looping("10.0.0.5")
+    assert room.admit("10.0.0.5") is None and not room.looping("10.0.0.5")
+
+
 def test_connections_per_address_are_capped_and_loopback_is_the_teachers_machine():
     room, _ = make_room(max_per_address=2, connect_burst=100)
     for _ in range(2):

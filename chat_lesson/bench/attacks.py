@@ -141,7 +141,7 @@ class Client(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         for future in (self.opened, self.joined):
             if not future.done():
-                future.set_exception(ConnectionError("closed"))
+                future.set_exception(exc if isinstance(exc, ConnectionResetError) else ConnectionError("closed"))
                 future.exception()          # retrieved: no "never retrieved" warning
         if not self.closed.done():
             self.closed.set_result(None)
@@ -187,6 +187,9 @@ async def connect_loops(port: int, address: str, seconds: float, loops: int = 4)
             except Refused as refused:
                 counts[f"refused {refused.status}"] += 1
                 continue
+            except ConnectionResetError:
+                counts["reset"] += 1                        # refused as it was accepted: try again at once
+                continue
             except (TimeoutError, OSError, handshake.HandshakeError):
                 counts["errors"] += 1
                 await asyncio.sleep(0.01)
@@ -197,9 +200,9 @@ async def connect_loops(port: int, address: str, seconds: float, loops: int = 4)
 
     await asyncio.gather(*(loop(k) for k in range(loops)))
     refused = sum(v for k, v in counts.items() if k.startswith("refused"))
-    return {"counts": dict(counts), "stopped": refused > 0,
-            "answer": f"{refused} of {sum(counts.values())} connections refused (503), {counts['accepted']} accepted, "
-                      f"{counts['errors']} errors"}
+    return {"counts": dict(counts), "stopped": refused + counts["reset"] > 0,
+            "answer": f"{refused + counts['reset']} of {sum(counts.values())} connections refused ({refused} with a 503, "
+                      f"{counts['reset']} reset as accepted), {counts['accepted']} accepted, {counts['errors']} errors"}
 
 
 async def big_messages(port: int, address: str, seconds: float, sockets: int = 5, size: int = 4000) -> dict[str, Any]:

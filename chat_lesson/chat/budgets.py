@@ -39,6 +39,11 @@ class TokenBucket:
             return True
         return False
 
+    def ready(self, cost: float = 1) -> bool:
+        """Would :meth:`take` succeed now?  Spends nothing."""
+        self._refill()
+        return self.tokens >= cost
+
     def empty(self) -> None:
         """Spend everything: the next event waits for the refill."""
         self._refill()
@@ -74,6 +79,7 @@ class Budget:
     connects: TokenBucket | None
     data: TokenBucket | None = None           # bytes of chat text
     connections: int = 0
+    refusals: int = 0                         # new connections refused since the last one admitted
 
     def idle(self) -> bool:
         buckets = (self.messages, self.renames, self.connects, self.data)

@@ -11,23 +11,26 @@ websockets' own (its pings and close are written whole too, from the same
 thread).
 
 Everything here that reaches past websockets' documented API is in
-:func:`write_frames`, :func:`unsent` and :func:`drop`: ``connection.transport`` (the asyncio transport),
+:func:`write_frames`, :func:`unsent`, :func:`drop` and :func:`gated`: ``connection.transport`` (the asyncio transport),
 ``connection.protocol.fail()`` (the sans-I/O protocol's way to fail a
 connection) and ``connection.send_data()`` (which flushes what the protocol
-wants to send).  Checked against websockets 15.0.1, 16.0 and 17.4;
+wants to send), and the asyncio protocol methods ``connection_made`` and
+``connection_lost`` that a ``ServerConnection`` implements.  Checked against websockets 15.0.1, 16.0 and 17.4;
 ``tests/test_fastpath.py`` fails if a release changes them underneath us.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
+from collections.abc import Callable
 from typing import Literal
 
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-__all__ = ["KERNEL_SEND_BUFFER", "drop", "fix_send_buffer", "unsent", "write_frames"]
+__all__ = ["KERNEL_SEND_BUFFER", "drop", "fix_send_buffer", "gated", "unsent", "write_frames"]
 
 # The kernel's send buffer per client, fixed.  Left alone, Linux grows it up to
 # tcp_wmem's maximum (4 MiB), which would hide a stuck client from the
@@ -80,7 +83,53 @@ def drop(connection: ServerConnection, reason: str = "too slow: stopped reading 
     if connection.state is State.OPEN:
         connection.protocol.fail(1008, reason)
         connection.send_data()
-    sock = connection.transport.get_extra_info("socket")
+    reset(connection.transport)
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Close with an RST (SO_LINGER, time-out 0): the kernel frees the connection's buffers now."""
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    connection.transport.abort()
+    transport.abort()
+
+
+def gated(judge: Callable[[str], float | None], released: Callable[[str], None]) -> type[ServerConnection]:
+    """A ``ServerConnection`` class that refuses a TCP connection as it is accepted when ``judge`` says so.
+
+    ``judge(peer address)`` returns None to let the handshake go on, or the
+    seconds to hold the connection unread before resetting it (0: at once).
+    Nothing of a refused connection is read: no HTTP parse, no handler task,
+    no 503 to write.  That is for clients in a reconnect loop, whose every
+    attempt would otherwise cost the server as much as a real handshake;
+    holding the attempt a while also slows a loop that waits for each
+    answer.  ``released(peer)`` is called when a held connection is gone.
+    A browser sees the same failed connection (1006) as after a 503, since
+    the WebSocket API hides the status of a refused handshake from pages.
+    """
+
+    class GatedConnection(ServerConnection):
+        refused: str | None = None              # the peer, for a connection refused at accept
+        held: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            peer = transport.get_extra_info("peername")
+            hold = judge(peer[0]) if peer else None
+            if hold is None:
+                super().connection_made(transport)
+                return
+            self.refused = peer[0]
+            if hold > 0:
+                transport.pause_reading()  # type: ignore[attr-defined]
+                self.held = asyncio.get_running_loop().call_later(hold, reset, transport)
+            else:
+                reset(transport)  # type: ignore[arg-type]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.refused is None:
+                super().connection_lost(exc)
+            elif self.held is not None:         # never made: nothing of websockets' to tear down
+                self.held.cancel()
+                released(self.refused)
+
+    return GatedConnection

@@ -247,6 +247,20 @@ class Room:
             TokenBucket(limits.bytes_rate, limits.bytes_burst, self.clock) if connects and limits.bytes_rate > 0
             else None)
 
+    def looping(self, address: str) -> bool:
+        """Has ``address`` used up its new connections for now?  Spends nothing.
+
+        The server asks as it accepts a TCP connection, before reading a byte
+        of it: a client in a reconnect loop is then reset at once instead of
+        costing an HTTP parse and a 503 each time (``bench classroom``).
+        The first refusal is always a 503 at the handshake, which says why;
+        only the attempts after it, while the budget is still empty, are
+        reset here.
+        """
+        budget = self._budgets.get(address)
+        return (budget is not None and budget.refusals > 0 and budget.connects is not None
+                and not budget.connects.ready())
+
     def admit(self, address: str = "") -> str | None:
         """May ``address`` open one more connection?  None if so (and a connect token is spent), else why not.
 
@@ -263,7 +277,9 @@ class Room:
         if self.limits.max_per_address and budget.connections >= self.limits.max_per_address:
             return f"too many connections from {address} (at most {self.limits.max_per_address})"
         if budget.connects is not None and not budget.connects.take():
+            budget.refusals += 1
             return f"too many new connections from {address}: at most {self.limits.connect_rate:g} per second"
+        budget.refusals = 0
         return None
 
     def connect(self, *, legacy: bool = False, address: str = "") -> tuple[Member, list[Out]]:

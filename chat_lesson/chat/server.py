@@ -37,7 +37,7 @@ from ..notebook import LINK_MODES, CellService, lan_address, show_link
 from ..protocol.frames import Frame, Opcode, encode_frame
 from ..protocol.handshake import check_request
 from .history import History
-from .fastpath import drop, fix_send_buffer, unsent, write_frames
+from .fastpath import drop, fix_send_buffer, gated, unsent, write_frames
 from .origin import Verdict, check_origin, client_address
 from .room import EVERYONE, ChatError, Member, Others, Out, Room, Stats, avatar_hash, now_iso
 from .static import STATIC_DIR, as_head, http_response, static_response
@@ -48,6 +48,7 @@ __all__ = ["ChatError", "ChatServer", "SUBPROTOCOL", "STATIC_DIR", "avatar_hash"
 
 log = quiet(logging.getLogger(__name__))
 
+HOLD_SECONDS, MAX_HELD = 1.0, 10     # a looping peer's attempts: held this long, this many at once (_at_accept)
 NEWS = frozenset({"join", "leave", "rename"})     # what a reader that is behind may miss (it gets the whole list later)
 STALL_SECONDS = 10.0     # a backlog that has not shrunk for this long means the reader stopped
 
@@ -208,6 +209,7 @@ class ChatServer(CellService):
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.loop: asyncio.AbstractEventLoop | None = None
         self._connections: dict[Member, ServerConnection] = {}
+        self._held: dict[str, int] = {}          # peer -> connections held unread before a reset (_at_accept)
         self._server: Server | None = None
         self._sweeper: asyncio.Future[None] | None = None
         self._ticker: asyncio.Future[None] | None = None
@@ -340,6 +342,7 @@ class ChatServer(CellService):
             close_timeout=self.close_timeout,
             open_timeout=10,                # a handshake that dawdles holds a socket: 10 s at most
             logger=log,
+            create_connection=gated(self._at_accept, self._released),
         )
         self._sweeper = asyncio.ensure_future(self._sweep())
         self._ticker = asyncio.ensure_future(self._tick())
@@ -434,6 +437,30 @@ class ChatServer(CellService):
         """The address budgets are kept for: the browser's, also behind a reverse proxy on this machine."""
         headers = connection.request.headers if connection.request is not None else {}
         return client_address(headers, peer_address(connection), self.trust_proxy)
+
+    def _at_accept(self, peer: str) -> float | None:
+        """Refuse this TCP connection as it is accepted?  Only a peer in a reconnect loop (``Room.looping``).
+
+        None lets the handshake go on.  A looping peer's attempt is held
+        unread for ``HOLD_SECONDS`` and then reset, so a loop that waits for
+        answers makes one attempt a second; past ``MAX_HELD`` held at once
+        (a loop that does not wait) the rest are reset at once.  A proxy on
+        this machine speaks for many browsers, so its own address is never
+        refused here; the forwarded one is judged at the handshake.
+        """
+        if not self.room.looping(peer):
+            return None
+        self.stats.refused_connections += 1
+        held = self._held.get(peer, 0)
+        if held >= MAX_HELD:
+            return 0.0
+        self._held[peer] = held + 1
+        return HOLD_SECONDS
+
+    def _released(self, peer: str) -> None:
+        left = self._held.pop(peer, 1) - 1
+        if left > 0:
+            self._held[peer] = left
 
     def _admit(self, connection: ServerConnection) -> Response | None:
         """None when the room admits one more connection from this peer, else a 503 (403 when banned)."""
