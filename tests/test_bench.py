@@ -30,9 +30,12 @@ def test_fanout_with_compression_offered():
     assert f["compression"] is True and f["lost"] == 0
 
 
-def test_paced_sends_at_the_rate():
-    f = bench("paced", "--clients", "4", "--rate", "50", "--seconds", "1")
-    assert f["messages"] == 50 and f["lost"] == 0
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_paced_sends_at_the_rate(loop):
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not made for Windows")
+    f = bench("paced", "--clients", "4", "--rate", "50", "--seconds", "1", "--client-loop", loop)
+    assert f["messages"] == 50 and f["lost"] == 0 and f["client_loop"] == loop
     assert f["seconds"] >= 0.9          # 50 messages at 50/s cannot take less than ~1 s
 
 

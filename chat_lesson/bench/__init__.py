@@ -38,7 +38,7 @@ from typing import Any
 from ..chat.server import raise_fd_limit
 from ..protocol import frames, handshake
 from . import classroom, scaleout
-from .load import Job, open_lean, percentile, worker_main
+from .load import Job, client_loop, open_lean, percentile, worker_main
 
 # /proc/PID/stat counts CPU time in clock ticks (Linux only; bench says so elsewhere)
 CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -153,7 +153,7 @@ def run_load(args: argparse.Namespace, server: ServerProcess, stuck: int = 0) ->
     for i, n in enumerate(per):
         job = Job(server.port, n, args.senders if i == 0 else 0, args.messages, expected, args.size,
                   args.compression, rate=getattr(args, "rate", 0) / max(1, args.senders),
-                  timeout=args.timeout, stuck=stuck if i == 0 else 0)
+                  timeout=args.timeout, stuck=stuck if i == 0 else 0, client_loop=client_loop(args.client_loop))
         procs.append(mp.Process(target=worker_main, args=(job, barrier, out), daemon=True))
         procs[-1].start()
     barrier.wait(timeout=120)
@@ -166,7 +166,8 @@ def run_load(args: argparse.Namespace, server: ServerProcess, stuck: int = 0) ->
     lat, received, seconds = gather(procs, results, t0)
     return {
         "clients": args.clients, "senders": args.senders, "messages": expected, "size": args.size,
-        "compression": args.compression, "deliveries": received, "lost": expected * args.clients - received,
+        "compression": args.compression, "client_loop": client_loop(args.client_loop),
+        "deliveries": received, "lost": expected * args.clients - received,
         "seconds": round(seconds, 3), "deliveries_per_s": round(received / seconds) if seconds > 0 else 0,
         "p50_ms": round(percentile(lat, 0.50) / 1e6, 3), "p99_ms": round(percentile(lat, 0.99) / 1e6, 3),
         "max_ms": round(max(lat, default=0) / 1e6, 3),
@@ -295,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--compression", action="store_true", help="offer permessage-deflate, as browsers do")
         q.add_argument("--clients", type=int, default=clients)
         q.add_argument("--workers", type=int, default=2, help="client processes (default 2)")
+        q.add_argument("--client-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                       help="the client processes' event loop (auto: uvloop when installed)")
         q.add_argument("--size", type=int, default=200, help="bytes of chat text per message")
         q.add_argument("--senders", type=int, default=1)
         q.add_argument("--timeout", type=float, default=60)

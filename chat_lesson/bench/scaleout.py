@@ -24,7 +24,7 @@ import multiprocessing as mp
 import time
 from typing import Any
 
-from .load import Job, percentile, worker_main
+from .load import Job, client_loop, percentile, worker_main
 
 TARGETS = {"cpu_ratio": 1.3, "p99_added_ms": 2.0}
 
@@ -39,7 +39,7 @@ def run_spread(args: argparse.Namespace, servers: list[Any], rate: float, messag
     procs = []
     for i, n in enumerate(per):
         job = Job(servers[i % len(servers)].port, n, 1 if i == 0 else 0, messages, messages, args.size, False,
-                  rate=rate, timeout=args.timeout)
+                  rate=rate, timeout=args.timeout, client_loop=client_loop(args.client_loop))
         procs.append(mp.Process(target=worker_main, args=(job, barrier, out), daemon=True))
         procs[-1].start()
     barrier.wait(timeout=120)
@@ -135,6 +135,8 @@ def add_parser(sub: Any) -> None:
     q.add_argument("--messages", type=int, default=300, help="messages of the flat-out run")
     q.add_argument("--size", type=int, default=200, help="bytes of chat text per message")
     q.add_argument("--workers", type=int, default=2, help="client processes (rounded to a multiple of the servers)")
+    q.add_argument("--client-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
+                   help="the client processes' event loop (auto: uvloop when installed)")
     q.add_argument("--failover-clients", type=int, default=100)
     q.add_argument("--timeout", type=float, default=60)
     q.add_argument("--json", action="store_true")
