@@ -28,7 +28,7 @@ from typing import Any
 from collections.abc import Iterable
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from ..chat.client import ChatClient
 from ..chat.server import ChatServer
@@ -455,7 +455,7 @@ class ChurnResult:
     seconds: float
     tried: int                    # connect, join, close cycles attempted
     accepted: int                 # of them, upgraded to a WebSocket
-    refused: collections.Counter  # HTTP status -> how many
+    refused: collections.Counter  # HTTP status (or how it was refused) -> how many
     events: int                   # join, leave and rename events the room broadcast meanwhile (to every student)
     event_bytes: int              # and their bytes, as each student receives them
     attacker_bytes: int           # bytes of WebSocket messages the attacker sent (its joins)
@@ -485,7 +485,7 @@ async def churn(server: ChatServer, address: str = "127.0.0.3", seconds: float =
 
     server.add_listener(count)
     tried = accepted = sent = 0
-    refused: collections.Counter[int] = collections.Counter()
+    refused: collections.Counter[int | str] = collections.Counter()
     start = time.monotonic()
     try:
         while time.monotonic() - start < seconds:
@@ -500,6 +500,8 @@ async def churn(server: ChatServer, address: str = "127.0.0.3", seconds: float =
             except InvalidStatus as refusal:
                 refused[refusal.response.status_code] += 1
                 await asyncio.sleep(0.01)                 # an attacker retries at once; a little pause keeps the CPU for the rest
+            except (ConnectionResetError, InvalidMessage):
+                refused["a reset as it was accepted"] += 1    # after its 503, a looping address is not even read
         elapsed = time.monotonic() - start
         await settle(lambda: news["events"], quiet=0.3)
     finally:
