@@ -70,9 +70,10 @@ def machine() -> str:
 
 
 def report(out_dir: str) -> None:
-    from . import command_line
-
     """Run REPORT_RUNS, one process each, and write benchmarks.md and benchmarks.png."""
+    from . import command_line
+    from .load import client_loop
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +94,9 @@ def report(out_dir: str) -> None:
         "# Benchmarks", "",
         f"Machine: {machine()}. Measured {time.strftime('%Y-%m-%d')} by `python -m chat_lesson.bench report`.",
         "Absolute numbers are noisy (another process on the machine moves them by 10-30 %); compare the",
-        "ratios within one run. The clients run in two worker processes on the same two cores as the server.", "",
+        "ratios within one run. The clients run in two worker processes on the same two cores as the server",
+        f"(on {client_loop()}'s event loop). What these figures mean, where their tails come from and how they",
+        "moved: [benchmark-findings.md](benchmark-findings.md), written by hand.", "",
         "## fanout: server CPU per delivered message", "",
         "| clients | compression | ours µs/delivery | baseline µs/delivery | ours / baseline "
         "| ours p50 / p99 ms | baseline p50 / p99 ms | lost |",
