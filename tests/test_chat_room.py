@@ -279,6 +279,41 @@ def test_mute_lasts_its_time_and_lock_silences_all_but_the_teacher():
     assert room.receive(late, join("late"))[0][1]["type"] == "join"
 
 
+def test_a_mute_outlives_a_reconnect_from_the_same_address_but_not_its_time():
+    room, clock, teacher, bob = teacher_and_student()
+    room.command("mute", "bob", seconds=60)
+    room.disconnect(bob)
+    clock.t += 30                                                  # long enough for every bucket to refill
+    again, _ = room.connect(address="10.0.0.2")                    # a reload of the page
+    room.receive(again, join("bob"))
+    assert room.receive(again, say("I'm back"))[0][1]["code"] == "muted"
+    other, _ = room.connect(address="10.0.0.3")
+    room.receive(other, join("carol"))
+    assert room.receive(other, say("hi"))[0][1]["type"] == "message"     # another machine is not muted
+    room.command("unmute", again.id)
+    assert room.receive(again, say("sorry"))[0][1]["type"] == "message"
+    room.command("mute", again.id, seconds=10)
+    room.disconnect(again)
+    clock.t += 11
+    back, _ = room.connect(address="10.0.0.2")
+    room.receive(back, join("bob"))
+    assert room.receive(back, say("later"))[0][1]["type"] == "message"
+
+
+def test_a_student_in_the_room_when_it_was_locked_may_come_back_after_losing_the_connection():
+    room, _, teacher, bob = teacher_and_student()
+    room.command("lock")
+    room.disconnect(bob)                                           # bob's Wi-Fi drops
+    again, _ = room.connect(address="10.0.0.2")
+    assert room.receive(again, join("bob"))[0][1]["type"] == "join"
+    assert room.receive(again, say("still here"))[0][1]["code"] == "locked"    # in, but only the teacher writes
+    stranger, _ = room.connect(address="10.0.0.4")
+    assert room.receive(stranger, join("eve"))[0][1]["code"] == "locked"
+    room.command("unlock")
+    room.command("lock")                                           # a new lock: who is in now
+    assert room.receive(stranger, join("eve"))[0][1]["code"] == "locked"
+
+
 def test_a_ban_closes_every_connection_of_that_address_and_refuses_it():
     room, _, teacher, bob = teacher_and_student()
     second, _ = room.connect(address="10.0.0.2")                 # bob's second tab

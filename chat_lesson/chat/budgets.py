@@ -80,7 +80,10 @@ class Budget:
     data: TokenBucket | None = None           # bytes of chat text
     connections: int = 0
     refusals: int = 0                         # new connections refused since the last one admitted
+    muted_until: float = 0.0                  # the teacher's mute (the clock's time): it outlives a reconnect
 
     def idle(self) -> bool:
+        """Nothing left to remember: no connection, every bucket full, no mute running."""
         buckets = (self.messages, self.renames, self.connects, self.data)
-        return self.connections == 0 and all(b is None or b.full() for b in buckets)
+        return (self.connections == 0 and self.muted_until <= self.renames.clock()
+                and all(b is None or b.full() for b in buckets))

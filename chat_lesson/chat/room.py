@@ -106,7 +106,6 @@ class Member:
     username: str | None = None
     avatar: str = ""
     teacher: bool = False
-    muted_until: float = 0.0
     joined_at: float = 0.0           # when it joined (the room's clock)
     announced: bool = False          # has the class been told it joined?
     strikes: int = 0                 # frames over budget in a row
@@ -167,6 +166,7 @@ class Room:
         self.history = history if history is not None else History(keep=limits.history)
         self.commands: dict[str, Callable[[str, str], str | None]] = {}
         self.locked = False
+        self._in_at_lock: set[str] = set()     # the addresses in the room when it was locked: they may come back
         self.banned: set[str] = set()
         self._members: dict[int, Member] = {}
         self._names: dict[str, Member] = {}           # skeleton -> the member online under it
@@ -416,7 +416,7 @@ class Room:
             return
         if self.locked:
             raise ChatError("locked", "the teacher has locked the room: only the teacher can write now")
-        left = member.muted_until - self.clock()
+        left = member.budget.muted_until - self.clock()
         if left > 0:
             raise ChatError("muted", f"the teacher muted you for {left:.0f} more seconds")
 
@@ -454,7 +454,7 @@ class Room:
             if not secrets.compare_digest(secret.encode(), self.secret.encode()):
                 raise ChatError("not_teacher", "that teacher link is not this room's: ask the teacher for it")
             member.teacher = True
-        if self.locked and not member.teacher:
+        if self.locked and not member.teacher and member.address not in self._in_at_lock:
             raise ChatError("locked", "the teacher has locked the room: nobody new can join now")
         key = self._claim(member, username)
         member.username, member.avatar = username, self._avatar(member, email)
@@ -585,7 +585,7 @@ class Room:
         elif kind == "system":
             action = event.get("action")
             if action in ("lock", "unlock"):
-                self.locked = action == "lock"
+                self._lock(action == "lock")
             elif action == "clear":
                 self.history.clear()
 
@@ -619,6 +619,11 @@ class Room:
 
     # -- the teacher's tools (from the teacher's page, or from a cell) ---------------------
 
+    def _lock(self, locked: bool) -> None:
+        """Lock or unlock the room; a student in it when it was locked may rejoin (a page that lost its Wi-Fi)."""
+        self.locked = locked
+        self._in_at_lock = {m.address for m in self._members.values() if m.username is not None} if locked else set()
+
     def command(self, action: str, target: int | str | Member | None = None, *, seconds: float | None = None,
                 by: Member | None = None) -> list[Out]:
         """Carry out a teacher's ``action`` (kick, mute, unmute, ban, lock, unlock, clear) and announce it.
@@ -646,13 +651,13 @@ class Room:
             detail = f"{name} was banned by the teacher for this session"
         elif action == "mute":
             seconds = float(seconds or self.limits.mute_seconds)
-            who.muted_until = self.clock() + seconds
+            who.budget.muted_until = self.clock() + seconds     # the address's: a reload does not end it
             detail = f"{name} was muted by the teacher for {seconds:.0f} seconds"
         elif action == "unmute":
-            who.muted_until = 0.0
+            who.budget.muted_until = 0.0
             detail = f"{name} may write again"
         elif action in ("lock", "unlock"):
-            self.locked = action == "lock"
+            self._lock(action == "lock")
             detail = ("the teacher locked the room: only the teacher can write, and nobody new can join"
                       if self.locked else "the teacher unlocked the room")
         elif action == "clear":
