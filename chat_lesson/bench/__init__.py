@@ -80,8 +80,10 @@ class ServerProcess:
 
     def __init__(self, kind: str, compression: bool, extra: list[str]) -> None:
         if kind == "ours":
-            # No history: a newcomer's history event would carry old send stamps.
-            cmd = [sys.executable, "-m", "chat_lesson", "serve", "--port", "0", "--rate-limit", "0", "--history", "0", *extra]
+            # No history: a newcomer's history event would carry old send stamps.  No cap on the room
+            # (1000 by default, a classroom's): bench idle opens 10,000 (the open-file limit still applies).
+            cmd = [sys.executable, "-m", "chat_lesson", "serve", "--port", "0", "--rate-limit", "0", "--history", "0",
+                   "--max-connections", "1000000", *extra]
             if not compression:
                 cmd.append("--no-compression")
         else:

@@ -41,10 +41,13 @@ def targets(rows: list[dict[str, Any]], pairs: dict[Any, dict[str, Any]]) -> lis
                   f"p50 {paced['p50_ms']} ms, p99 {paced['p99_ms']} ms ({paced['p99_ms'] / paced['p50_ms']:.2f}×)",
                   paced["p99_ms"] <= 2 * paced["p50_ms"]))
     for r in rows:
-        if r["bench"] == "idle":
+        if "error" in r:
+            found.append((f"{r['command']} runs", r["error"], False))
+        elif r["bench"] == "idle":
             offered = " (compression offered)" if "compression" in r["command"] else ""
             found.append((f"idle {r['clients']}{offered}: ≤ 15 KiB per connection",
                           f"{r['kib_per_connection']} KiB", r["kib_per_connection"] <= 15))
+    rows = [r for r in rows if "error" not in r]
     slow = next(r for r in rows if r["bench"] == "slow")
     closed = slow["stuck_closed_after_s"]
     found.append(("slow: healthy p99 moves < 2×", f"{slow['p99_ratio']}×", slow["p99_ratio"] < 2))
