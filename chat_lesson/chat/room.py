@@ -396,6 +396,8 @@ class Room:
         """
         member.strikes += 1
         self.stats.errors += 1
+        if member.strikes > FLOOD_STRIKES + 1:
+            return []                   # told to close already: what is still in flight costs nothing more
         if member.strikes > FLOOD_STRIKES:
             log.info("closing connection %d: %d frames over its budget in a row", member.id, member.strikes)
             return [(member, {"type": "close", "code": 1008, "reason": "too many messages: slow down"})]
