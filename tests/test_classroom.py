@@ -158,7 +158,8 @@ def test_surrogates_and_deep_json_get_an_error_event_never_a_1011(raw):
 
 
 def test_a_reader_that_floods_pings_and_never_reads_is_dropped_in_a_quiet_room():
-    with ChatServer(port=0, quiet=True, max_buffer=64 * 1024) as server:
+    # The ping budget is off here, so that the sweep (unsent pongs pass max_buffer) is what drops it.
+    with ChatServer(port=0, quiet=True, max_buffer=64 * 1024, client_ping_rate=0) as server:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.settimeout(5)
@@ -181,6 +182,32 @@ def test_a_reader_that_floods_pings_and_never_reads_is_dropped_in_a_quiet_room()
         finally:
             sock.close()
         asyncio.run(until(lambda: server.stats.closed_slow == 1, timeout=15))
+
+
+def test_a_client_that_floods_pings_and_reads_the_pongs_is_closed_and_waits_to_reconnect():
+    """websockets answers pings by itself: without a budget, one socket could keep a core busy forever."""
+    with ChatServer(port=0, quiet=True) as server:
+        async def scenario():
+            pinger = await connect(server.ws_url, local_addr=("127.0.0.5", 0), ping_interval=None)
+            sent = 0
+            try:
+                for _ in range(2_000):                  # bounded; the budget allows 50 at once, then 20 a second
+                    await pinger.ping()
+                    sent += 1
+            except ConnectionClosed:
+                pass
+            assert sent < 2_000 and server.stats.closed_pinging == 1
+            await until(lambda: pinger.close_code is not None or pinger.state.name == "CLOSED", what="the close")
+            with pytest.raises((InvalidStatus, InvalidMessage, OSError)):   # its address waits (503, then reset)
+                await connect(server.ws_url, local_addr=("127.0.0.5", 0))
+            calm = await connect(server.ws_url, local_addr=("127.0.0.6", 0))  # 10 pings a second pass
+            for _ in range(10):
+                await (await calm.ping())
+                await asyncio.sleep(0.1)
+            await calm.close()
+            assert server.stats.closed_pinging == 1
+
+        asyncio.run(scenario())
 
 
 def test_static_files_refuse_dotfiles_huge_files_and_long_paths_and_head_has_no_body(tmp_path):

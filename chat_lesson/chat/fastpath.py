@@ -11,11 +11,12 @@ websockets' own (its pings and close are written whole too, from the same
 thread).
 
 Everything here that reaches past websockets' documented API is in
-:func:`write_frames`, :func:`unsent`, :func:`drop` and :func:`gated`: ``connection.transport`` (the asyncio transport),
+:func:`write_frames`, :func:`unsent`, :func:`drop` and :func:`guarded`: ``connection.transport`` (the asyncio transport),
 ``connection.protocol.fail()`` (the sans-I/O protocol's way to fail a
 connection) and ``connection.send_data()`` (which flushes what the protocol
-wants to send), and the asyncio protocol methods ``connection_made`` and
-``connection_lost`` that a ``ServerConnection`` implements.  Checked against websockets 15.0.1, 16.0 and 17.4;
+wants to send), the asyncio protocol methods ``connection_made`` and
+``connection_lost`` that a ``ServerConnection`` implements, and its
+``process_event`` (each frame the protocol parsed).  Checked against websockets 15.0.1, 16.0 and 17.4;
 ``tests/test_fastpath.py`` fails if a release changes them underneath us.
 """
 
@@ -25,12 +26,15 @@ import asyncio
 import socket
 import struct
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import Opcode
 from websockets.protocol import State
 
-__all__ = ["KERNEL_SEND_BUFFER", "drop", "fix_send_buffer", "gated", "unsent", "write_frames"]
+from .budgets import TokenBucket
+
+__all__ = ["KERNEL_SEND_BUFFER", "drop", "fix_send_buffer", "guarded", "unsent", "write_frames"]
 
 # The kernel's send buffer per client, fixed.  Left alone, Linux grows it up to
 # tcp_wmem's maximum (4 MiB), which would hide a stuck client from the
@@ -94,28 +98,39 @@ def reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-def gated(judge: Callable[[str], float | None], released: Callable[[str], None]) -> type[ServerConnection]:
-    """A ``ServerConnection`` class that refuses a TCP connection as it is accepted when ``judge`` says so.
+def guarded(judge: Callable[[str], float | None], released: Callable[[str], None],
+            flooded: Callable[[ServerConnection], None], ping_rate: float, ping_burst: int) -> type[ServerConnection]:
+    """A ``ServerConnection`` class with two guards that websockets' API has no place for.
 
-    ``judge(peer address)`` returns None to let the handshake go on, or the
-    seconds to hold the connection unread before resetting it (0: at once).
-    Nothing of a refused connection is read: no HTTP parse, no handler task,
-    no 503 to write.  That is for clients in a reconnect loop, whose every
-    attempt would otherwise cost the server as much as a real handshake;
-    holding the attempt a while also slows a loop that waits for each
-    answer.  ``released(peer)`` is called when a held connection is gone.
-    A browser sees the same failed connection (1006) as after a 503, since
-    the WebSocket API hides the status of a refused handshake from pages.
+    **At accept.** ``judge(peer address)`` returns None to let the handshake
+    go on, or the seconds to hold the connection unread before resetting it
+    (0: at once).  Nothing of a refused connection is read: no HTTP parse, no
+    handler task, no 503 to write.  That is for clients in a reconnect loop,
+    whose every attempt would otherwise cost the server as much as a real
+    handshake; holding the attempt a while also slows a loop that waits for
+    each answer.  ``released(peer)`` is called when a held connection is
+    gone.  A browser sees the same failed connection (1006) as after a 503,
+    since the WebSocket API hides the status of a refused handshake.
+
+    **Pings.** websockets answers every ping with a pong by itself, before
+    the application sees anything, so a client that sends pings as fast as
+    it can (and reads the pongs) costs the server a parse and a write each,
+    forever.  Each connection may send ``ping_rate`` pings a second after a
+    burst of ``ping_burst`` (a browser sends none; websockets' keepalive one
+    every 20 s; lesson 04 ten a second); past that it is dropped (1008, then
+    a reset: :func:`drop`) and ``flooded(connection)`` is called.
     """
 
-    class GatedConnection(ServerConnection):
+    class GuardedConnection(ServerConnection):
         refused: str | None = None              # the peer, for a connection refused at accept
         held: asyncio.TimerHandle | None = None
+        pings: TokenBucket | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             peer = transport.get_extra_info("peername")
             hold = judge(peer[0]) if peer else None
             if hold is None:
+                self.pings = TokenBucket(ping_rate, ping_burst) if ping_rate > 0 else None
                 super().connection_made(transport)
                 return
             self.refused = peer[0]
@@ -132,4 +147,12 @@ def gated(judge: Callable[[str], float | None], released: Callable[[str], None])
                 self.held.cancel()
                 released(self.refused)
 
-    return GatedConnection
+        def process_event(self, event: Any) -> None:
+            if getattr(event, "opcode", None) is Opcode.PING and self.pings is not None and not self.pings.take():
+                if self.state is State.OPEN:
+                    drop(self, "too many pings")
+                    flooded(self)
+                return
+            super().process_event(event)
+
+    return GuardedConnection

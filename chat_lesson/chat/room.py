@@ -137,6 +137,7 @@ class Stats:
     deliveries: int = 0            # frames written to clients (one message to 30 clients: 30)
     errors: int = 0                # error events sent
     closed_slow: int = 0           # clients closed for not reading (1008)
+    closed_pinging: int = 0        # clients closed for sending pings too fast (1008)
     refused_origin: int = 0        # handshakes refused with 403
     refused_connections: int = 0   # connections refused before the upgrade (budgets, caps, bans)
 

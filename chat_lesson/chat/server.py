@@ -37,7 +37,7 @@ from ..notebook import LINK_MODES, CellService, lan_address, show_link
 from ..protocol.frames import Frame, Opcode, encode_frame
 from ..protocol.handshake import check_request
 from .history import History
-from .fastpath import drop, fix_send_buffer, gated, unsent, write_frames
+from .fastpath import drop, fix_send_buffer, guarded, unsent, write_frames
 from .origin import Verdict, check_origin, client_address
 from .room import EVERYONE, ChatError, Member, Others, Out, Room, Stats, avatar_hash, now_iso
 from .static import STATIC_DIR, as_head, http_response, static_response
@@ -342,7 +342,8 @@ class ChatServer(CellService):
             close_timeout=self.close_timeout,
             open_timeout=10,                # a handshake that dawdles holds a socket: 10 s at most
             logger=log,
-            create_connection=gated(self._at_accept, self._released),
+            create_connection=guarded(self._at_accept, self._released, self._ping_flood, self.limits.client_ping_rate,
+                                      self.limits.client_ping_burst),
         )
         self._sweeper = asyncio.ensure_future(self._sweep())
         self._ticker = asyncio.ensure_future(self._tick())
@@ -456,6 +457,15 @@ class ChatServer(CellService):
             return 0.0
         self._held[peer] = held + 1
         return HOLD_SECONDS
+
+    def _ping_flood(self, connection: ServerConnection) -> None:
+        """A connection sent pings faster than ``client_ping_rate`` (it was dropped): its address waits to reconnect."""
+        member = next((m for m, c in self._connections.items() if c is connection), None)
+        if member is not None:
+            self.stats.closed_pinging += 1
+            self.room.penalize(member)
+            log.warning("closed connection %d (%r): more than %g pings a second", member.id, member.username,
+                        self.limits.client_ping_rate)
 
     def _released(self, peer: str) -> None:
         left = self._held.pop(peer, 1) - 1

@@ -37,6 +37,8 @@ class Limits:
     max_buffer: int = 256 * 1024     # unsent bytes after which a client that stopped reading is closed
     ping_interval: float = 20.0      # seconds between pings, 0 = none
     ping_timeout: float = 20.0       # seconds to wait for a pong
+    client_ping_rate: float = 20.0   # pings a client may send per second, 0 = any number ...
+    client_ping_burst: int = 50      # ... after the first few (a browser sends none)
     history: int = 50                # recent messages shown to a newcomer, 0 = none
     rename_rate: float = 0.1         # renames per second per address (one every 10 s) ...
     rename_burst: int = 3            # ... after the first few
@@ -67,6 +69,8 @@ HELP = {
     "max_buffer": "unsent bytes after which a client that stopped reading is closed",
     "ping_interval": "seconds between pings, 0 = none",
     "ping_timeout": "seconds to wait for a pong",
+    "client_ping_rate": "pings a client may send per second before it is closed (1008), 0 = any number",
+    "client_ping_burst": "pings a client may send at once above the rate",
     "history": "recent messages shown to a newcomer, 0 = none",
     "rename_rate": "renames per second per address",
     "rename_burst": "renames allowed at once above the rate",
