@@ -150,8 +150,8 @@ def guarded(judge: Callable[[str], float | None], released: Callable[[str], None
         def process_event(self, event: Any) -> None:
             if getattr(event, "opcode", None) is Opcode.PING and self.pings is not None and not self.pings.take():
                 if self.state is State.OPEN:
+                    flooded(self)               # first: once dropped, the client (another thread, maybe) sees it
                     drop(self, "too many pings")
-                    flooded(self)
                 return
             super().process_event(event)
 

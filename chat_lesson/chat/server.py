@@ -694,23 +694,29 @@ class ChatServer(CellService):
         essential_data = b"".join(p.frame for p in essential)
         skipped = {p.skip for p in pending if p.skip is not None}
         behind = self.limits.max_buffer // 4
-        for member, connection in list(self._connections.items()):
+        plan: list[tuple[Member, ServerConnection, bytes, int]] = []
+        for member, connection in self._connections.items():
             if member.legacy:
                 if legacy:
-                    self._write(member, legacy_data, len(legacy))
+                    plan.append((member, connection, legacy_data, len(legacy)))
             elif member in skipped:                 # rare: a newcomer is not told of its own join twice
                 mine = [p.frame for p in pending if p.skip is not member]
                 if mine:
-                    self._write(member, b"".join(mine), len(mine))
+                    plan.append((member, connection, b"".join(mine), len(mine)))
             elif len(essential) < len(pending) and unsent(connection) > behind:
                 # A reader that is behind gets the messages and the teacher's actions, not the room's
                 # news (joins, leaves, renames): those must never be what pushes a student over
                 # max_buffer.  It gets a fresh presence once it has caught up (_sweep).
                 self._behind.add(member)
                 if essential:
-                    self._write(member, essential_data, len(essential))
+                    plan.append((member, connection, essential_data, len(essential)))
             else:
-                self._write(member, modern, len(pending))
+                plan.append((member, connection, modern, len(pending)))
+        # The whole pass is counted before its first write: a client in another thread may see its
+        # frames (and a cell read the counter) while later clients are still being written to.
+        self.stats.deliveries += sum(count for *_, count in plan)
+        for member, connection, data, count in plan:
+            self._put(member, connection, data, count)
 
     def _send(self, member: Member, event: dict[str, Any]) -> None:
         """One event to one client, after whatever was broadcast before it.
@@ -732,6 +738,10 @@ class ChatServer(CellService):
         # Counted before the write: once written, a client in another thread may
         # see the frames (and a cell read the counter) before this line runs again.
         self.stats.deliveries += count
+        self._put(member, connection, data, count)
+
+    def _put(self, member: Member, connection: ServerConnection, data: bytes, count: int) -> None:
+        """Write ``count`` frames already counted as delivered; uncount them if they could not go."""
         result = write_frames(connection, data, self.limits.max_buffer)
         if result != "sent":
             self.stats.deliveries -= count
