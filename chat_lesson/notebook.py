@@ -148,19 +148,27 @@ def link_for(url: str, link: str = "auto", environ: Mapping[str, str] | None = N
     return urllib.parse.urlunsplit(("", "", f"{base}proxy/{parts.port}{path}", parts.query, parts.fragment))
 
 
-def show_link(url: str, label: str, link: str = "auto") -> None:
+def link_html(url: str, label: str, text: str | None = None) -> str:
+    """``label`` and a link to ``url`` as HTML; the link reads ``text`` (the URL itself if None)."""
+    return (f'{html.escape(label)} <a href="{html.escape(url, quote=True)}" target="_blank">'
+            f'{html.escape(url if text is None else text)}</a>')
+
+
+def show_link(url: str, label: str, link: str = "auto", text: str | None = None) -> None:
     """Show the service at ``url`` as a clickable link in Jupyter, or print it elsewhere.
 
     ``link`` chooses between ``url`` itself and the same page through the
     Jupyter server (see :func:`link_for`); every service (chat, tap, ...)
     shows its link here, so each gets the proxied one under JupyterHub.
+    ``text``, in a notebook, is what the link reads instead of its address:
+    for the teacher link, whose address holds a secret that a projector
+    would show the class.
     """
     shown = link_for(url, link)
     if in_notebook():
         from IPython.display import HTML, display
 
-        u = html.escape(shown, quote=True)
-        display(HTML(f'{html.escape(label)} <a href="{u}" target="_blank">{html.escape(shown)}</a>'))
+        display(HTML(link_html(shown, label, text)))
     elif shown != url:     # a path on the Jupyter server: say where it leads, for a terminal on that server
         print(f"{label} {shown} on the Jupyter server's address (on this machine: {url})", flush=True)
     else:

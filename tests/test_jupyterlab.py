@@ -356,6 +356,10 @@ def test_run_all_in_jupyterlab_then_chat_through_the_link(lab: Lab, lab_page: Pa
 
     server_cell = code_cell(page, "ChatServer(port=0).start()")
     link = chat_link(server_cell)
+    # The teacher link works, but what the cell shows (a projector shows it too) does not give the secret away.
+    teacher = server_cell.locator(".jp-OutputArea-output").filter(has_text="Teacher link").locator("a")
+    expect(teacher).to_have_count(1)
+    assert "#teacher=" in teacher.get_attribute("href") and "#teacher=" not in server_cell.inner_text()
     if refuses(port_of(link)):
         # 00_index's last cell ("Stop") stops the server, so after Run All the link is dead
         # (connection refused) until the learner runs the server cell again: do as they would.

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 
 import pytest
@@ -629,3 +630,13 @@ def test_the_page_reads_the_rooms_limits_from_one_place():
         status, headers, body = get(server.port, "/limits.json")
         assert status == 200 and headers["content-type"] == "application/json"
         assert json.loads(body) == {**DEFAULTS.public(), "max_message": 100}
+
+
+def test_the_teacher_link_reads_as_words_in_a_notebook_and_only_its_address_holds_the_secret():
+    from chat_lesson.chat.server import TEACHER_LINK_TEXT
+    from chat_lesson.notebook import link_html
+
+    shown = link_html("http://127.0.0.1:8000/#teacher=s3cr3t&x", "Teacher link:", TEACHER_LINK_TEXT)
+    visible = re.sub(r"<[^>]+>", "", shown)
+    assert 'href="http://127.0.0.1:8000/#teacher=s3cr3t&amp;x"' in shown and "s3cr3t" not in visible
+    assert re.sub(r"<[^>]+>", "", link_html("http://a/", "Chat at")) == "Chat at http://a/"

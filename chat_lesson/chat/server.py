@@ -48,6 +48,8 @@ __all__ = ["ChatError", "ChatServer", "SUBPROTOCOL", "STATIC_DIR", "avatar_hash"
 
 log = quiet(logging.getLogger(__name__))
 
+# In a notebook the teacher link reads this, not its address: the secret after #teacher= stays off the projector.
+TEACHER_LINK_TEXT = "open the teacher page (its address holds the secret: right-click to copy it)"
 HOLD_SECONDS, MAX_HELD = 1.0, 10     # a looping peer's attempts: held this long, this many at once (_at_accept)
 NEWS = frozenset({"join", "leave", "rename"})     # what a reader that is behind may miss (it gets the whole list later)
 STALL_SECONDS = 10.0     # a backlog that has not shrunk for this long means the reader stopped
@@ -382,7 +384,7 @@ class ChatServer(CellService):
             return
         show_link(self.url, "Chat running at", link=self.link)
         show_link(self.teacher_url, "Teacher link (keep it to yourself: it gives kick, mute, ban and lock):",
-                  link=self.link)
+                  link=self.link, text=TEACHER_LINK_TEXT)
         if self.host in ("0.0.0.0", "::", ""):
             lan = lan_address()
             if lan:
