@@ -43,7 +43,7 @@ def test_a_connect_flood_from_one_address_is_refused_before_the_upgrade():
     Those are held unread for a second (a loop that waits for answers makes
     one attempt a second), at most 10 at once; the rest are reset at once.
     """
-    from chat_lesson.chat.server import MAX_HELD
+    from chat_lesson.chat.gate import MAX_HELD
 
     with ChatServer(port=0, quiet=True, connect_rate=0.01, connect_burst=5) as server:
         async def attempt():

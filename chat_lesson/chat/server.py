@@ -21,8 +21,6 @@ import html
 import json
 import logging
 import os
-import socket
-import urllib.parse
 from pathlib import Path
 from typing import Any, NamedTuple
 from collections.abc import Callable
@@ -31,16 +29,15 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.http11 import Request, Response
 
 from ..notebook import LINK_MODES, CellService, lan_address, show_link
 from ..protocol.frames import Frame, Opcode, encode_frame
-from ..protocol.handshake import check_request
+from .backplane import Backplane
+from .gate import Gate
 from .history import History
 from .fastpath import drop, fix_send_buffer, guarded, unsent, write_frames
-from .origin import Verdict, check_origin, client_address
-from .room import EVERYONE, ChatError, Member, Others, Out, Room, Stats, avatar_hash, now_iso
-from .static import STATIC_DIR, as_head, http_response, static_response
+from .room import EVERYONE, ChatError, Member, Others, Out, Room, Stats, avatar_hash
+from .static import STATIC_DIR
 from .quietlog import quiet
 from .wire import DEFAULTS, SUBPROTOCOL, Limits
 
@@ -50,14 +47,8 @@ log = quiet(logging.getLogger(__name__))
 
 # In a notebook the teacher link reads this, not its address: the secret after #teacher= stays off the projector.
 TEACHER_LINK_TEXT = "open the teacher page (its address holds the secret: right-click to copy it)"
-HOLD_SECONDS, MAX_HELD = 1.0, 10     # a looping peer's attempts: held this long, this many at once (_at_accept)
 NEWS = frozenset({"join", "leave", "rename"})     # what a reader that is behind may miss (it gets the whole list later)
 STALL_SECONDS = 10.0     # a backlog that has not shrunk for this long means the reader stopped
-
-
-def peer_address(connection: ServerConnection) -> str:
-    """The IP address of the peer, as a string ('' if unknown)."""
-    return str((connection.remote_address or ("",))[0])
 
 
 def raise_fd_limit(wanted: int = 65536) -> int | None:
@@ -131,7 +122,7 @@ def legacy_frame(event: dict[str, Any]) -> bytes | None:
                        "message": html.escape(event["message"])})
 
 
-class ChatServer(CellService):
+class ChatServer(Gate, Backplane, CellService):
     """The chat, run from a notebook cell or a script.
 
     >>> server = ChatServer(port=0).start()    # doctest: +SKIP
@@ -392,129 +383,6 @@ class ChatServer(CellService):
             else:
                 print("Classroom mode: no LAN address found; is this machine on a network?")
 
-    # -- HTTP: the handshake gate and static files ---------------------------
-
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """The HTTP side of the port: our own handshake check for /ws, static files for the rest.
-
-        For /ws, ``handshake.check_request`` (the pure code lesson 02 teaches)
-        decides: a refusal (400, 403, 426) is sent as it is.  An acceptance
-        then asks the room whether this address may open one more connection
-        (budgets, caps, bans): a refusal costs one small 503, not a WebSocket.
-        Files are read in a worker thread, so a big one cannot stall the chat.
-        Whose page may connect is ``chat.origin.check_origin``'s decision
-        (RFC 6455 §10.2), given the peer's address so that a proxy on this
-        machine (the Jupyter server) may say how the browser reached it; a
-        403 says why, and what to do.
-        """
-        path = urllib.parse.urlsplit(request.path).path
-        if path == "/limits.json":        # the page reads the room's limits before it connects
-            return http_response(200, json.dumps(self.limits.public()).encode(), "application/json")
-        if path != "/ws":
-            method = getattr(request, "method", "GET")
-            return await asyncio.to_thread(static_response, self.static, request.path, method)
-        head = as_head(request)
-        peer = (connection.remote_address or (None,))[0]
-        verdict = self._origin_allowed(head.headers, peer)
-        answer = check_request(head, allowed_origins=lambda origin: verdict.allowed)
-        if answer.accepted:
-            if any(name == "Sec-Websocket-Extensions" for name, _ in request.headers.raw_items()):
-                # Spelled so, the offer comes from tornado's WebSocket client: jupyter-server-proxy
-                # relaying a browser's socket from the Jupyter server.  Tornado drops extension
-                # parameters that have no value, so it would ignore our client_no_context_takeover
-                # (RFC 7692 §7.1.1.2) and compress each message against the previous one, which we
-                # cannot inflate ("decompression failed", close 1002, from the second message on).
-                # On that loopback hop compression saves nothing: offer none.
-                del request.headers["Sec-WebSocket-Extensions"]
-            return self._admit(connection)
-        if answer.status == 403:
-            self.stats.refused_origin += 1
-            log.warning("refused Origin %r (Host %r, from %s): %s", head.headers.get("Origin"), head.headers.get("Host"),
-                        peer, verdict.reason)
-            body = f"{verdict.reason}\n".encode()
-            headers = Headers([(k, str(len(body)) if k.lower() == "content-length" else v) for k, v in answer.headers])
-            return Response(403, answer.reason, headers, body)   # the reason says what to do, not only "not allowed"
-        return Response(answer.status, answer.reason, Headers(answer.headers), answer.body)
-
-    def _client(self, connection: ServerConnection) -> str:
-        """The address budgets are kept for: the browser's, also behind a reverse proxy on this machine."""
-        headers = connection.request.headers if connection.request is not None else {}
-        return client_address(headers, peer_address(connection), self.trust_proxy)
-
-    def _at_accept(self, peer: str) -> float | None:
-        """Refuse this TCP connection as it is accepted?  Only a peer in a reconnect loop (``Room.looping``).
-
-        None lets the handshake go on.  A looping peer's attempt is held
-        unread for ``HOLD_SECONDS`` and then reset, so a loop that waits for
-        answers makes one attempt a second; past ``MAX_HELD`` held at once
-        (a loop that does not wait) the rest are reset at once.  A proxy on
-        this machine speaks for many browsers, so its own address is never
-        refused here; the forwarded one is judged at the handshake.
-        """
-        if not self.room.looping(peer):
-            return None
-        self.stats.refused_connections += 1
-        held = self._held.get(peer, 0)
-        if held >= MAX_HELD:
-            return 0.0
-        self._held[peer] = held + 1
-        return HOLD_SECONDS
-
-    def _ping_flood(self, connection: ServerConnection) -> None:
-        """A connection sent pings faster than ``client_ping_rate`` (it was dropped): its address waits to reconnect."""
-        member = next((m for m, c in self._connections.items() if c is connection), None)
-        if member is not None:
-            self.stats.closed_pinging += 1
-            self.room.penalize(member)
-            log.warning("closed connection %d (%r): more than %g pings a second", member.id, member.username,
-                        self.limits.client_ping_rate)
-
-    def _released(self, peer: str) -> None:
-        left = self._held.pop(peer, 1) - 1
-        if left > 0:
-            self._held[peer] = left
-
-    def _admit(self, connection: ServerConnection) -> Response | None:
-        """None when the room admits one more connection from this peer, else a 503 (403 when banned)."""
-        why = self.room.admit(self._client(connection))
-        if why is None:
-            return None
-        self.stats.refused_connections += 1
-        log.info("refused a connection: %s", why)
-        response = http_response(403 if "banned" in why else 503, (why + "\n").encode())
-        response.headers["Retry-After"] = "5"
-        return response
-
-    def _origin_allowed(self, headers: Any, peer: str | None) -> Verdict:
-        """No Origin (a script), the page's own origin (also through a local proxy), or one listed in ``origins``.
-
-        The rule itself is pure and lives in ``chat_lesson.chat.origin.check_origin``
-        (RFC 6455 §10.2); this server adds only its settings.
-        """
-        return check_origin(headers, peer, self.origins, hosts=self._hosts, trust_forwarded=self.trust_proxy)
-
-    def _known_hosts(self) -> frozenset[str] | None:
-        """The names a browser may address this server by: a Host allowlist against DNS rebinding.
-
-        A page at ``http://evil.example:8000`` whose name the attacker then
-        points at this machine would pass a same-origin check (its Origin and
-        Host agree); only a list of this server's real names stops it.  The
-        list: localhost, the loopback addresses, this machine's name and LAN
-        address, the address it is bound to, and what ``allow_hosts`` adds.
-        Behind Jupyter's proxy (JupyterHub, Binder) the Host is the hub's, and
-        Jupyter has authenticated the request already: no list then (None).
-        """
-        if self.link == "proxy" or (self.link == "auto" and os.environ.get("JUPYTERHUB_SERVICE_PREFIX")):
-            return None
-        name = socket.gethostname().lower()
-        names = {"localhost", "127.0.0.1", "::1", name, name.split(".")[0], f"{name.split('.')[0]}.local",
-                 lan_address() or "127.0.0.1", self.host}
-        return frozenset(n.lower().strip("[]") for n in names | set(self.allow_hosts) if n and n not in ("0.0.0.0", "::"))
-
-    @staticmethod
-    def _select_subprotocol(connection: ServerConnection, offered: Any) -> str | None:
-        return SUBPROTOCOL if SUBPROTOCOL in offered else None
-
     # -- one connection's life: frames in, the room's events out ---------------
 
     async def _handle(self, connection: ServerConnection) -> None:
@@ -563,105 +431,6 @@ class ChatServer(CellService):
                     task.add_done_callback(self._tasks.discard)
             else:
                 self._send(audience, event)
-
-    # -- the backplane: several servers, one room (chat/broker.py) ------------------
-
-    async def _join_broker(self) -> None:
-        """Connect to the broker, take this server's node number and the room's shared state."""
-        from .broker import NODE_SPAN, Broker
-
-        broker = Broker(self.broker_url, keep=max(1, self.limits.history), beat=self.broker_beat)
-        broker.on_event, broker.on_control = self._heard, self._broker_control
-        broker.on_state, broker.on_dead = self._broker_state, self._broker_dead
-        broker.members = lambda: [m.entry() for m in self.room.members if m.username is not None and m.announced]
-        broker.last_id = lambda: self.room.last_id
-        broker.mirror = self.room.history.recent
-        state = await broker.start()
-        self.room.secret = await broker.claim_secret(self.room.secret)
-        self.room.use_backplane(state["node"], NODE_SPAN)
-        for event in state["history"]:
-            self.room.heard(event)
-        for node, entries in state["remote"].items():
-            self.room.set_remote(node, entries)
-        self.room.banned |= state["banned"]
-        self.room.locked = state["locked"]
-        self._broker = broker
-        log.info("joined the broker %s as server %d", self.broker_url, broker.node)
-
-    @property
-    def node(self) -> int | None:
-        """This server's number in the cluster (None without a broker)."""
-        return self._broker.node if self._broker is not None else None
-
-    @property
-    def broker_up(self) -> bool | None:
-        """True while the broker is reachable, False during an outage, None without one."""
-        return self._broker.up if self._broker is not None else None
-
-    def _publish(self, event: dict[str, Any], audience: Any) -> None:
-        """A broadcast with a broker: to Redis, and from there to every server (this one too)."""
-        broker = self._broker
-        if not broker.up:                     # an outage: this server's clients only, numbered here
-            self._local(event, audience)
-            return
-        if isinstance(audience, Others):
-            self._skips.add(audience.member.id)
-        broker.publish(event)
-        if event["type"] == "system" and event.get("action") == "ban":
-            broker.ban(sorted(self.room.banned))
-
-    def _local(self, event: dict[str, Any], audience: Any) -> None:
-        if event["type"] == "message" and event.get("id") is None:
-            self.room.number(event)
-        self._broadcast(event, skip=audience.member if isinstance(audience, Others) else None)
-
-    def _heard(self, node: int, event: dict[str, Any]) -> None:
-        """An event from the broker (``node`` -1: one missed during an outage): tell the room, then the clients."""
-        mine = node == self._broker.node
-        self.room.heard(event, None if mine else node)
-        skip = None
-        if mine and event["type"] == "join" and event["from"] in self._skips:
-            self._skips.discard(event["from"])
-            skip = next((m for m in self._connections if m.id == event["from"]), None)
-        self._broadcast(event, skip=skip)
-
-    def _broker_control(self, node: int, kind: str, data: Any) -> None:
-        if kind == "ban":
-            self._deliver(self.room.ban_addresses(data or []))
-        elif kind == "bye":
-            self._deliver(self.room.forget_node(node))
-        elif kind == "sync":                    # a server came back: read its members again
-            asyncio.ensure_future(self._resync(node))
-        elif kind == "state":                   # we came back: the others' members, bans, lock
-            for other in list(self.room._remote):
-                if other not in data["remote"]:
-                    self._deliver(self.room.forget_node(other))
-            for other, entries in data["remote"].items():
-                self.room.set_remote(other, entries)
-            self.room.banned |= data["banned"]
-            self.room.locked = data["locked"]
-            self._broadcast(self.room.presence())
-
-    async def _resync(self, node: int) -> None:
-        try:
-            entries = await self._broker.node_members(node)
-        except Exception:
-            return
-        self.room.set_remote(node, entries)
-        self._broadcast(self.room.presence())
-
-    def _broker_dead(self, node: int) -> None:
-        self._deliver(self.room.forget_node(node))
-
-    def _broker_state(self, up: bool, detail: str) -> None:
-        """The broker went down or came back: say so to this server's clients, and number messages accordingly."""
-        self.room.local_numbering(not up)
-        if not up:
-            for event, _ in self._broker.take_outbox():    # queued, never sent: deliver them here
-                if event["type"] != "!ban":
-                    self._local(event, EVERYONE)
-        self._broadcast({"type": "system", "time": now_iso(), "action": "broker", "target": None, "by": "the server",
-                         "detail": detail, "up": up})
 
     # -- sending: never wait for a client ------------------------------------
 
