@@ -152,10 +152,11 @@ def run_load(args: argparse.Namespace, server: ServerProcess, stuck: int = 0) ->
     barrier = mp.Barrier(workers + 1)
     out: Any = mp.Queue()
     procs = []
+    loop = client_loop(args.client_loop)
     for i, n in enumerate(per):
         job = Job(server.port, n, args.senders if i == 0 else 0, args.messages, expected, args.size,
                   args.compression, rate=getattr(args, "rate", 0) / max(1, args.senders),
-                  timeout=args.timeout, stuck=stuck if i == 0 else 0, client_loop=client_loop(args.client_loop))
+                  timeout=args.timeout, stuck=stuck if i == 0 else 0, client_loop=loop)
         procs.append(mp.Process(target=worker_main, args=(job, barrier, out), daemon=True))
         procs[-1].start()
     barrier.wait(timeout=120)
@@ -168,7 +169,7 @@ def run_load(args: argparse.Namespace, server: ServerProcess, stuck: int = 0) ->
     lat, received, seconds = gather(procs, results, t0)
     return {
         "clients": args.clients, "senders": args.senders, "messages": expected, "size": args.size,
-        "compression": args.compression, "client_loop": client_loop(args.client_loop),
+        "compression": args.compression, "client_loop": loop,
         "deliveries": received, "lost": expected * args.clients - received,
         "seconds": round(seconds, 3), "deliveries_per_s": round(received / seconds) if seconds > 0 else 0,
         "p50_ms": round(percentile(lat, 0.50) / 1e6, 3), "p99_ms": round(percentile(lat, 0.99) / 1e6, 3),

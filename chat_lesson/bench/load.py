@@ -255,8 +255,6 @@ def client_loop(wanted: str = "auto") -> str:
 
 def worker_main(job: Job, barrier: Any, out: Any) -> None:
     raise_fd_limit(65536)
-    if os.environ.get("BENCH_NICE"):
-        os.nice(int(os.environ["BENCH_NICE"]))
     loop_factory = None
     if job.client_loop == "uvloop":
         import uvloop

@@ -42,7 +42,7 @@ class Backplane:
         for node, entries in state["remote"].items():
             self.room.set_remote(node, entries)
         self.room.banned |= state["banned"]
-        self.room.locked = state["locked"]
+        self.room.set_locked(state["locked"])
         self._broker = broker
         log.info("joined the broker %s as server %d", self.broker_url, broker.node)
 
@@ -97,7 +97,7 @@ class Backplane:
             for other, entries in data["remote"].items():
                 self.room.set_remote(other, entries)
             self.room.banned |= data["banned"]
-            self.room.locked = data["locked"]
+            self.room.set_locked(data["locked"])
             self._broadcast(self.room.presence())
 
     async def _resync(self, node: int) -> None:

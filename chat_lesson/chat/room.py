@@ -588,7 +588,7 @@ class Room:
         elif kind == "system":
             action = event.get("action")
             if action in ("lock", "unlock"):
-                self._lock(action == "lock")
+                self.set_locked(action == "lock")
             elif action == "clear":
                 self.history.clear()
 
@@ -622,8 +622,12 @@ class Room:
 
     # -- the teacher's tools (from the teacher's page, or from a cell) ---------------------
 
-    def _lock(self, locked: bool) -> None:
-        """Lock or unlock the room; a student in it when it was locked may rejoin (a page that lost its Wi-Fi)."""
+    def set_locked(self, locked: bool) -> None:
+        """Lock or unlock the room; a student in it when it was locked may rejoin (a page that lost its Wi-Fi).
+
+        Every lock goes through here: the teacher's command, another server's
+        (``heard``), and the state a broker hands a server that (re)joins.
+        """
         self.locked = locked
         self._in_at_lock = {m.address for m in self._members.values() if m.username is not None} if locked else set()
 
@@ -660,7 +664,7 @@ class Room:
             who.budget.muted_until = 0.0
             detail = f"{name} may write again"
         elif action in ("lock", "unlock"):
-            self._lock(action == "lock")
+            self.set_locked(action == "lock")
             detail = ("the teacher locked the room: only the teacher can write, and nobody new can join"
                       if self.locked else "the teacher unlocked the room")
         elif action == "clear":
